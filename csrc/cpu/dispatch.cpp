@@ -1,0 +1,101 @@
+#include "cpu/dispatch.h"
+
+#include <c10/util/Exception.h>
+
+#include <atomic>
+#include <cstdlib>
+
+namespace spikeops {
+namespace cpu {
+
+#define SPIKEOPS_DECLARE_ISA(ns)                                               \
+  namespace ns {                                                               \
+  void neuron_forward(const NeuronParams&, int64_t, int64_t);                  \
+  void neuron_backward(const NeuronParams&, int64_t, int64_t);                 \
+  }
+SPIKEOPS_DECLARE_ISA(scalar)
+SPIKEOPS_DECLARE_ISA(avx2)
+SPIKEOPS_DECLARE_ISA(avx512)
+#undef SPIKEOPS_DECLARE_ISA
+
+namespace {
+
+const NeuronKernels kNeuronKernels[] = {
+    {scalar::neuron_forward, scalar::neuron_backward},
+    {avx2::neuron_forward, avx2::neuron_backward},
+    {avx512::neuron_forward, avx512::neuron_backward},
+};
+
+Isa parse_isa(const std::string& name) {
+  if (name == "scalar") return Isa::kScalar;
+  if (name == "avx2") return Isa::kAvx2;
+  if (name == "avx512") return Isa::kAvx512;
+  TORCH_CHECK_VALUE(false, "SPIKEOPS_CPU_ISA / isa: unknown CPU ISA '", name,
+                    "'; expected scalar, avx2 or avx512");
+}
+
+Isa best_supported() {
+  if (isa_supported(Isa::kAvx512)) return Isa::kAvx512;
+  if (isa_supported(Isa::kAvx2)) return Isa::kAvx2;
+  return Isa::kScalar;
+}
+
+Isa initial_isa() {
+  const char* env = std::getenv("SPIKEOPS_CPU_ISA");
+  if (env == nullptr || *env == '\0') return best_supported();
+  Isa isa = parse_isa(env);
+  TORCH_CHECK(isa_supported(isa), "SPIKEOPS_CPU_ISA=", env, " but this CPU lacks it");
+  return isa;
+}
+
+std::atomic<int>& active_slot() {
+  static std::atomic<int> slot{static_cast<int>(initial_isa())};
+  return slot;
+}
+
+}  // namespace
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512: return "avx512";
+    case Isa::kAvx2: return "avx2";
+    default: return "scalar";
+  }
+}
+
+bool isa_supported(Isa isa) {
+  __builtin_cpu_init();
+  switch (isa) {
+    case Isa::kAvx512:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512vpopcntdq") && __builtin_cpu_supports("fma") &&
+             __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2");
+    case Isa::kAvx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+             __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2");
+    default: return true;
+  }
+}
+
+Isa active_isa() { return static_cast<Isa>(active_slot().load()); }
+
+void set_active_isa(const std::string& name) {
+  Isa isa = parse_isa(name);
+  TORCH_CHECK_VALUE(isa_supported(isa), "isa: this CPU does not support '", name, "'");
+  active_slot().store(static_cast<int>(isa));
+}
+
+std::vector<std::string> compiled_isas() { return {"scalar", "avx2", "avx512"}; }
+
+std::vector<std::string> supported_isas() {
+  std::vector<std::string> out;
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512})
+    if (isa_supported(isa)) out.emplace_back(isa_name(isa));
+  return out;
+}
+
+const NeuronKernels& neuron_kernels() { return kNeuronKernels[static_cast<int>(active_isa())]; }
+
+}  // namespace cpu
+}  // namespace spikeops

@@ -1,0 +1,11 @@
+// Forward kernels for __half (every fire mode x Div/Mul charge x vector width).
+#include "cuda/neurons/neuron_kernels.cuh"
+#include "cuda/neurons/neuron_launch.h"
+
+namespace spikeops {
+namespace cuda_neuron {
+cudaError_t neuron_forward_f16(const NeuronParams& p, cudaStream_t stream) {
+  return launch_fwd<__half>(p, stream);
+}
+}  // namespace cuda_neuron
+}  // namespace spikeops
