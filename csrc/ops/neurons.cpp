@@ -4,9 +4,27 @@
 #include <c10/core/DeviceGuard.h>
 
 #include <cmath>
+#include <limits>
+#include <cstdlib>
 
 namespace spikeops {
 namespace {
+
+// SPIKEOPS_POISON_EMPTY=1 (set by the test suite) fills every output with NaN
+// before the kernel runs, so an element a kernel forgets to write shows up.
+bool poison_outputs() {
+  static const bool on = [] {
+    const char* e = std::getenv("SPIKEOPS_POISON_EMPTY");
+    return e != nullptr && *e != '\0' && *e != '0';
+  }();
+  return on;
+}
+
+Tensor new_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  Tensor t = at::empty(sizes, options);
+  if (poison_outputs() && t.numel() > 0) t.fill_(std::numeric_limits<float>::quiet_NaN());
+  return t;
+}
 
 DType to_dtype(at::ScalarType st) {
   switch (st) {
@@ -90,9 +108,9 @@ Forward begin_forward(const Tensor& x, const OptTensor& v0, double v_threshold,
   p.x = x.data_ptr();
   p.v0 = state_ptr(v0, x, "v0");
   auto fopt = x.options().dtype(at::kFloat);
-  f.spikes = at::empty_like(x);
-  f.v_last = at::empty(x.sizes().slice(1), fopt);
-  f.v_seq = store_v_seq ? at::empty(x.sizes(), fopt) : at::empty({0}, fopt);
+  f.spikes = new_output(x.sizes(), x.options());
+  f.v_last = new_output(x.sizes().slice(1), fopt);
+  f.v_seq = new_output(store_v_seq ? x.sizes() : at::IntArrayRef{0}, fopt);
   p.spikes = f.spikes.data_ptr();
   p.v_last = f.v_last.data_ptr<float>();
   p.v_seq = store_v_seq ? f.v_seq.data_ptr<float>() : nullptr;
@@ -132,8 +150,8 @@ Backward begin_backward(const Tensor& grad_spikes, const OptTensor& grad_v_last,
   p.x = x.data_ptr();
   p.v0 = state_ptr(v0, x, "v0");
   p.grad_spikes = b.grad_spikes.data_ptr();
-  b.grad_x = at::empty_like(x);
-  b.grad_v0 = at::empty(x.sizes().slice(1), x.options().dtype(at::kFloat));
+  b.grad_x = new_output(x.sizes(), x.options());
+  b.grad_v0 = new_output(x.sizes().slice(1), x.options().dtype(at::kFloat));
   p.grad_x = b.grad_x.data_ptr();
   p.grad_v0 = b.grad_v0.data_ptr<float>();
   return b;
@@ -258,7 +276,7 @@ Tensor3 plif_bwd(const NeuronBackend& be, const Tensor& grad_spikes, const OptTe
   Backward b = begin_backward(grad_spikes, grad_v_last, x, v0, v_threshold, v_reset, surrogate,
                               alpha, detach_reset);
   Tensor k = set_mul_charge(b.p, x, w, channel_dim, decay_input);
-  Tensor grad_decay = at::empty(x.sizes().slice(1), x.options().dtype(at::kFloat));
+  Tensor grad_decay = new_output(x.sizes().slice(1), x.options().dtype(at::kFloat));
   b.p.grad_decay = grad_decay.data_ptr<float>();
   c10::DeviceGuard guard(x.device());
   be.backward(b.p);
@@ -315,7 +333,7 @@ Tensor4 alif_fwd(const NeuronBackend& be, const Tensor& x, const OptTensor& v0, 
   f.p.tau_adapt = float(tau_adapt);
   f.p.beta = float(beta);
   f.p.a0 = state_ptr(a0, x, "a0");
-  f.a_last = at::empty_like(f.v_last);
+  f.a_last = new_output(f.v_last.sizes(), f.v_last.options());
   f.p.a_last = f.a_last.data_ptr<float>();
   c10::DeviceGuard guard(x.device());
   be.forward(f.p);
@@ -341,7 +359,7 @@ Tensor3 alif_bwd(const NeuronBackend& be, const Tensor& grad_spikes, const OptTe
     ga = grad_a_last->to(at::kFloat).contiguous();
     b.p.grad_a_last = state_ptr(ga, x, "grad_a_last");
   }
-  Tensor grad_a0 = at::empty_like(b.grad_v0);
+  Tensor grad_a0 = new_output(b.grad_v0.sizes(), b.grad_v0.options());
   b.p.grad_a0 = grad_a0.data_ptr<float>();
   c10::DeviceGuard guard(x.device());
   be.backward(b.p);

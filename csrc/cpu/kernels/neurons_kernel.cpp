@@ -239,7 +239,8 @@ void backward_range(const NeuronParams& p, int64_t begin, int64_t end) {
           gh = gs * sg + (kHardReset ? gv * (one - st.s) : gv);
           if (kAdapt) {
             VecF gthr = zero - gs * sg;
-            if (!kHardReset && !p.detach_reset) gthr = gthr - gv * st.s;
+            // The soft reset subtracts the (undetached) threshold: V = H - S thr.
+            if (!kHardReset) gthr = gthr - gv * st.s;
             store_f32(abuf + j, ga * a_keep + fc.beta * gthr, n);
           }
         }

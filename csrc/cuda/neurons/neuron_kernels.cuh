@@ -608,7 +608,9 @@ cudaError_t launch_bwd(const NeuronParams& p, cudaStream_t stream) {
                    : launch_bwd_one<T, 8, 1, kMul, kF, false>(p, stream);
       }
       if (p.T <= 16) {
-        return vec ? launch_bwd_one<T, 16, 2, kMul, kF, false>(p, stream)
+        // Adaptive keeps a second array (thresholds): pairs would spill past the cap.
+        constexpr int kVec16 = kF == Fire::kAdaptive ? 1 : 2;
+        return vec ? launch_bwd_one<T, 16, kVec16, kMul, kF, false>(p, stream)
                    : launch_bwd_one<T, 16, 1, kMul, kF, false>(p, stream);
       }
       return launch_bwd_one<T, 32, 1, kMul, kF, true>(p, stream);

@@ -28,7 +28,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Time spikeops kernels against the PyTorch reference, the reference "
                     "under torch.compile and the best installed peer, with roofline "
                     "fractions measured in the same run.")
-    p.add_argument("--op", metavar="NAME", help="only entries whose name contains NAME")
+    p.add_argument("--op", metavar="NAME", help="only entries whose name contains NAME (matches starting at a word of the"
+                        " name win: 'if' selects if_*, 'lif' not plif/ilif/alif)")
     p.add_argument("--quick", action="store_true",
                    help="small shapes and few repetitions (a smoke run, not a measurement);"
                         " implies --no-compile unless --compile is given")

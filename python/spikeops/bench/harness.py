@@ -179,6 +179,11 @@ def measure_roofline(device: torch.device, budget: Budget, quick: bool) -> dict[
 # ---------------------------------------------------------------------------------------
 
 def _short(exc: BaseException, limit: int = 240) -> str:
+    cause: BaseException | None = exc
+    while cause is not None:  # torch.compile wraps our timeout in its own error types
+        if isinstance(cause, FirstCallTimeout):
+            return str(cause)
+        cause = cause.__cause__ or cause.__context__
     text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

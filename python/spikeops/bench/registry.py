@@ -8,6 +8,7 @@ import; :func:`entries` imports every family listed in ``FAMILIES`` on first use
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -93,5 +94,19 @@ def entries(device: str | None = None, pattern: str | None = None) -> list[OpEnt
     if device is not None:
         out = [e for e in out if device in e.devices]
     if pattern:
-        out = [e for e in out if pattern in e.name]
+        out = _match(out, pattern)
     return out
+
+
+def _match(candidates: list[OpEntry], pattern: str) -> list[OpEntry]:
+    """Entries whose name contains `pattern`, preferring matches at a word boundary.
+
+    Plain substring matching alone would make ``if`` select every LIF variant too
+    (``lif_fwd...``); an exact name selects just that entry.
+    """
+    exact = [e for e in candidates if e.name == pattern]
+    if exact:
+        return exact
+    anchored = re.compile(r"(?:^|_)" + re.escape(pattern))
+    at_boundary = [e for e in candidates if anchored.search(e.name)]
+    return at_boundary or [e for e in candidates if pattern in e.name]

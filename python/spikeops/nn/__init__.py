@@ -1,0 +1,4 @@
+"""Modules built on spikeops ops."""
+from .neurons import (  # noqa: F401
+    ALIF, IF, ILIF, LIF, PLIF, IFNode, LIFNode, MemoryModule, MultiStepLIFNode,
+    ParametricLIFNode, reset_net, surrogate_spec)

@@ -82,7 +82,7 @@ def plif_decay(w, x, channel_dim):
     if k.dim() == 0:
         return k
     shape = [1] * (x.dim() - 1)
-    shape[channel_dim - 1] = -1
+    shape[channel_dim % x.dim() - 1] = -1
     return k.view(shape)
 
 
