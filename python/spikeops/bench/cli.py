@@ -28,8 +28,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Time spikeops kernels against the PyTorch reference, the reference "
                     "under torch.compile and the best installed peer, with roofline "
                     "fractions measured in the same run.")
-    p.add_argument("--op", metavar="NAME", help="only entries whose name contains NAME (matches starting at a word of the"
-                        " name win: 'if' selects if_*, 'lif' not plif/ilif/alif)")
+    p.add_argument("--op", metavar="NAME",
+                   help="only entries whose name contains NAME; matches at the start of a"
+                        " word of the name win ('if' selects if_*, 'lif' not plif/alif)")
     p.add_argument("--quick", action="store_true",
                    help="small shapes and few repetitions (a smoke run, not a measurement);"
                         " implies --no-compile unless --compile is given")
@@ -62,7 +63,9 @@ def _ms(res: dict[str, Any]) -> str:
     if "median_s" not in res:
         return "n/a"
     spread = 100.0 * res["iqr_s"] / res["median_s"] if res["median_s"] > 0 else 0.0
-    return f"{res['median_s'] * 1e3:.3g} ±{spread:.0f}%"
+    ms = res["median_s"] * 1e3
+    digits = 0 if ms >= 100 else 1 if ms >= 10 else 2 if ms >= 1 else 3
+    return f"{ms:.{digits}f} ±{spread:.0f}%"
 
 
 def _x(v: float | None) -> str:
@@ -184,7 +187,10 @@ def _write_json(path: str, payload: dict[str, Any]) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".bench-", suffix=".json.tmp")
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; results are meant to be shared
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(payload, f, indent=1, default=str)
             f.write("\n")

@@ -39,7 +39,7 @@ class Budget:
 
     @classmethod
     def quick(cls, first_call_timeout: float = 300.0) -> "Budget":
-        return cls(warmup=1, min_reps=5, max_reps=50, seconds=0.25,
+        return cls(warmup=1, min_reps=3, max_reps=50, seconds=0.25,
                    first_call_timeout=first_call_timeout)
 
 
@@ -144,13 +144,7 @@ def time_fn(fn: Callable[[], object], device: torch.device, budget: Budget) -> T
 # Roofline references
 # ---------------------------------------------------------------------------------------
 
-def measure_roofline(device: torch.device, budget: Budget, quick: bool) -> dict[str, Any]:
-    """Copy bandwidth into preallocated and into fresh memory, and the sgemm rate.
-
-    Copy bytes count read + write. The fresh-memory copy (x.clone()) includes the page
-    faults of first touch, which dominate on the CPU allocator of small virtual machines.
-    """
-    mib = 256 if device.type == "cuda" else 64  # larger than any L2 / L3 on either side
+def _measure_copies(device: torch.device, budget: Budget, mib: int) -> dict[str, Any]:
     x = torch.rand(mib * 2**20 // 4, device=device)
     y = torch.empty_like(x)
     y.copy_(x)  # touch y's pages before timing
@@ -161,8 +155,17 @@ def measure_roofline(device: torch.device, budget: Budget, quick: bool) -> dict[
         t = time_fn(fn, device, budget)
         out[key] = {"what": what, "bytes": moved, "bandwidth_Bps": moved / t.median_s,
                     **t.as_dict()}
-    del x, y
+    return out
 
+
+def measure_roofline(device: torch.device, budget: Budget, quick: bool) -> dict[str, Any]:
+    """Copy bandwidth into preallocated and into fresh memory, and the sgemm rate.
+
+    Copy bytes count read + write. The fresh-memory copy (x.clone()) includes the page
+    faults of first touch, which dominate on the CPU allocator of small virtual machines.
+    """
+    mib = 256 if device.type == "cuda" else 64  # larger than any L2 / L3 on either side
+    out = _measure_copies(device, budget, mib)
     n = 1024 if quick else (4096 if device.type == "cuda" else 2048)
     a = torch.rand(n, n, device=device)
     b = torch.rand(n, n, device=device)

@@ -16,7 +16,10 @@ from typing import Any, Callable
 
 import torch
 
-from .registry import OpEntry, Prepared, Shape, Thunk, register
+from .registry import Builder, OpEntry, Prepared, Shape, Thunk, register
+
+# Extra op inputs after x (PLIF's w), made per entry: (shape, device) -> tensors.
+_Extra = Callable[[Shape, torch.device], tuple[torch.Tensor, ...]]
 
 # Traffic of one call. Forward reads x and writes spikes; backward recomputes the membrane
 # from x, so it reads x and grad_spikes and writes grad_x: 5 passes over [T, N] for
@@ -40,14 +43,11 @@ def _traffic(passes: int, states: int) -> Callable[[Shape, torch.dtype], int]:
 @functools.lru_cache(maxsize=1)
 def _spikingjelly() -> tuple[Any, Any, str]:
     """(neuron module, functional module, version); raises ImportError when absent."""
-    # Importing it makes torch warn that Triton is missing (CPU wheels): not our news.
-    triton_log = logging.getLogger("torch._library.triton")
-    level = triton_log.level
-    triton_log.setLevel(logging.ERROR)
-    try:
-        from spikingjelly.activation_based import functional, neuron
-    finally:
-        triton_log.setLevel(level)
+    # SpikingJelly's kernels make torch log "Triton not available" on CPU-only wheels, in
+    # the middle of the progress bar; that is expected there and not worth a line.
+    logging.getLogger("torch._library.triton").addFilter(
+        lambda record: "Triton not available" not in record.getMessage())
+    from spikingjelly.activation_based import functional, neuron
     try:  # SpikingJelly 2.0 logs every backend selection through loguru; keep output clean
         from spikingjelly.logger import logger
         logger.disable("spikingjelly")
@@ -138,7 +138,7 @@ def _sj_peer(prep: Prepared, node_name: str, node_kwargs: dict[str, Any], namesp
 def _make_inputs(shape: Shape, dtype: torch.dtype, device: torch.device,
                  backward: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     gen = torch.Generator(device="cpu").manual_seed(0)
-    # Mean 0.5 so a fair share of neurons fire (about a fifth of steps for LIF at Vth 1).
+    # Mean 0.5 so neurons fire at realistic rates (LIF ~11% of steps, IF ~31%).
     x = (torch.randn(shape, generator=gen) + 0.5).to(device=device, dtype=dtype)
     if not backward:
         return x, None
@@ -171,8 +171,7 @@ def _compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _neuron_builder(op: str, kwargs: dict[str, Any], *, backward: bool,
                     peer: tuple[str, dict[str, Any]] | None, peer_namespace: str = "",
-                    extra: Callable[[Shape, torch.device], tuple[torch.Tensor, ...]]
-                    | None = None):
+                    extra: _Extra | None = None) -> Builder:
     def build(shape: Shape, dtype: torch.dtype, device: torch.device,
               compile_reference: bool) -> Prepared:
         from spikeops.ref import neurons as ref
@@ -194,7 +193,8 @@ def _neuron_builder(op: str, kwargs: dict[str, Any], *, backward: bool,
         if compile_reference:
             prep.fns["reference_compiled"] = _thunk(_compiled(ref_fn), x, more, grad)
         else:
-            prep.unavailable["reference_compiled"] = "compile disabled"
+            prep.unavailable["reference_compiled"] = (
+                "compile off (--no-compile, or --quick without --compile)")
         if peer is None:
             prep.unavailable["peer"] = "no equivalent SpikingJelly node"
         else:
@@ -215,7 +215,7 @@ _SJ_LIF = ("LIFNode", dict(tau=2.0))
 def _neuron_entry(name: str, op: str, kwargs: dict[str, Any], shape: Shape, quick: Shape,
                   dtype: torch.dtype, *, backward: bool = True, states: int = 1,
                   peer: tuple[str, dict[str, Any]] | None = None, peer_namespace: str = "",
-                  extra=None, devices: tuple[str, ...] = ("cpu", "cuda"),
+                  extra: _Extra | None = None, devices: tuple[str, ...] = ("cpu", "cuda"),
                   description: str = "") -> None:
     register(OpEntry(
         name=name, family="neurons", shape=shape, quick_shape=quick, dtype=dtype,
