@@ -5,6 +5,7 @@
 #include <torch/version.h>
 
 #include "cpu/dispatch.h"
+#include "cpu/output_pool.h"
 
 #ifndef SPIKEOPS_VERSION
 #define SPIKEOPS_VERSION "unknown"
@@ -29,6 +30,17 @@ PYBIND11_MODULE(_C, m) {
     d["cpu_isa_active"] = std::string(spikeops::cpu::isa_name(spikeops::cpu::active_isa()));
     return d;
   });
+  m.def("cpu_pool_stats", [] {
+    auto s = spikeops::cpu::pool_stats();
+    py::dict d;
+    d["limit_bytes"] = s.limit_bytes;
+    d["cached_bytes"] = s.cached_bytes;
+    d["hits"] = s.hits;
+    d["misses"] = s.misses;
+    return d;
+  }, "The CPU output pool: limit, cached bytes, hits and misses.");
+  m.def("cpu_pool_release", &spikeops::cpu::pool_release,
+        "Free every cached (unused) CPU output buffer.");
   m.def("cpu_isa", [] { return std::string(spikeops::cpu::isa_name(spikeops::cpu::active_isa())); },
         "The CPU kernel variant in use.");
   m.def("set_cpu_isa", &spikeops::cpu::set_active_isa, py::arg("isa"),

@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "cpu/dispatch.h"
+#include "cpu/output_pool.h"
 #include "ops/neurons.h"
 
 namespace spikeops {
@@ -28,7 +29,7 @@ void run(const NeuronParams& p, cpu::NeuronRangeFn fn) {
 void cpu_forward(const NeuronParams& p) { run(p, cpu::neuron_kernels().forward); }
 void cpu_backward(const NeuronParams& p) { run(p, cpu::neuron_kernels().backward); }
 
-const NeuronBackend kCpuNeuronBackend{cpu_forward, cpu_backward};
+const NeuronBackend kCpuNeuronBackend{cpu_forward, cpu_backward, cpu::pooled_empty};
 
 }  // namespace
 }  // namespace spikeops

@@ -20,8 +20,9 @@ bool poison_outputs() {
   return on;
 }
 
-Tensor new_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  Tensor t = at::empty(sizes, options);
+Tensor new_output(const NeuronBackend& be, at::IntArrayRef sizes,
+                  const at::TensorOptions& options) {
+  Tensor t = be.empty ? be.empty(sizes, options) : at::empty(sizes, options);
   if (poison_outputs() && t.numel() > 0) t.fill_(std::numeric_limits<float>::quiet_NaN());
   return t;
 }
@@ -93,7 +94,7 @@ struct Forward {
   Tensor spikes, v_last, a_last, v_seq;
 };
 
-Forward begin_forward(const Tensor& x, const OptTensor& v0, double v_threshold,
+Forward begin_forward(const NeuronBackend& be, const Tensor& x, const OptTensor& v0, double v_threshold,
                       std::optional<double> v_reset, bool store_v_seq) {
   check_x(x);
   check_threshold(v_threshold, v_reset);
@@ -108,9 +109,9 @@ Forward begin_forward(const Tensor& x, const OptTensor& v0, double v_threshold,
   p.x = x.data_ptr();
   p.v0 = state_ptr(v0, x, "v0");
   auto fopt = x.options().dtype(at::kFloat);
-  f.spikes = new_output(x.sizes(), x.options());
-  f.v_last = new_output(x.sizes().slice(1), fopt);
-  f.v_seq = new_output(store_v_seq ? x.sizes() : at::IntArrayRef{0}, fopt);
+  f.spikes = new_output(be, x.sizes(), x.options());
+  f.v_last = new_output(be, x.sizes().slice(1), fopt);
+  f.v_seq = new_output(be, store_v_seq ? x.sizes() : at::IntArrayRef{0}, fopt);
   p.spikes = f.spikes.data_ptr();
   p.v_last = f.v_last.data_ptr<float>();
   p.v_seq = store_v_seq ? f.v_seq.data_ptr<float>() : nullptr;
@@ -123,7 +124,7 @@ struct Backward {
 };
 
 // Autograd may hand in broadcast or strided gradients: make them dense here.
-Backward begin_backward(const Tensor& grad_spikes, const OptTensor& grad_v_last, const Tensor& x,
+Backward begin_backward(const NeuronBackend& be, const Tensor& grad_spikes, const OptTensor& grad_v_last, const Tensor& x,
                         const OptTensor& v0, double v_threshold, std::optional<double> v_reset,
                         const std::string& surrogate, double alpha, bool detach_reset) {
   check_x(x);
@@ -150,8 +151,8 @@ Backward begin_backward(const Tensor& grad_spikes, const OptTensor& grad_v_last,
   p.x = x.data_ptr();
   p.v0 = state_ptr(v0, x, "v0");
   p.grad_spikes = b.grad_spikes.data_ptr();
-  b.grad_x = new_output(x.sizes(), x.options());
-  b.grad_v0 = new_output(x.sizes().slice(1), x.options().dtype(at::kFloat));
+  b.grad_x = new_output(be, x.sizes(), x.options());
+  b.grad_v0 = new_output(be, x.sizes().slice(1), x.options().dtype(at::kFloat));
   p.grad_x = b.grad_x.data_ptr();
   p.grad_v0 = b.grad_v0.data_ptr<float>();
   return b;
@@ -212,7 +213,7 @@ Tensor3 lif_fwd(const NeuronBackend& be, const Tensor& x, const OptTensor& v0, d
                 bool decay_input, double v_threshold, std::optional<double> v_reset,
                 const std::string& surrogate, double alpha, bool, bool store_v_seq) {
   parse_surrogate(surrogate, alpha);
-  Forward f = begin_forward(x, v0, v_threshold, v_reset, store_v_seq);
+  Forward f = begin_forward(be, x, v0, v_threshold, v_reset, store_v_seq);
   set_div_charge(f.p, tau, decay_input);
   c10::DeviceGuard guard(x.device());
   be.forward(f.p);
@@ -225,7 +226,7 @@ std::tuple<Tensor, Tensor> lif_bwd(const NeuronBackend& be, const Tensor& grad_s
                                    double v_threshold, std::optional<double> v_reset,
                                    const std::string& surrogate, double alpha,
                                    bool detach_reset) {
-  Backward b = begin_backward(grad_spikes, grad_v_last, x, v0, v_threshold, v_reset, surrogate,
+  Backward b = begin_backward(be, grad_spikes, grad_v_last, x, v0, v_threshold, v_reset, surrogate,
                               alpha, detach_reset);
   set_div_charge(b.p, tau, decay_input);
   c10::DeviceGuard guard(x.device());
@@ -237,7 +238,7 @@ Tensor3 if_fwd(const NeuronBackend& be, const Tensor& x, const OptTensor& v0,
                double v_threshold, std::optional<double> v_reset,
                const std::string& surrogate, double alpha, bool, bool store_v_seq) {
   parse_surrogate(surrogate, alpha);
-  Forward f = begin_forward(x, v0, v_threshold, v_reset, store_v_seq);
+  Forward f = begin_forward(be, x, v0, v_threshold, v_reset, store_v_seq);
   f.p.charge = Charge::kNoLeak;
   c10::DeviceGuard guard(x.device());
   be.forward(f.p);
@@ -249,7 +250,7 @@ std::tuple<Tensor, Tensor> if_bwd(const NeuronBackend& be, const Tensor& grad_sp
                                   const OptTensor& v0, double v_threshold,
                                   std::optional<double> v_reset, const std::string& surrogate,
                                   double alpha, bool detach_reset) {
-  Backward b = begin_backward(grad_spikes, grad_v_last, x, v0, v_threshold, v_reset, surrogate,
+  Backward b = begin_backward(be, grad_spikes, grad_v_last, x, v0, v_threshold, v_reset, surrogate,
                               alpha, detach_reset);
   b.p.charge = Charge::kNoLeak;
   c10::DeviceGuard guard(x.device());
@@ -262,7 +263,7 @@ Tensor3 plif_fwd(const NeuronBackend& be, const Tensor& x, const Tensor& w, cons
                  std::optional<double> v_reset, const std::string& surrogate, double alpha,
                  bool, bool store_v_seq) {
   parse_surrogate(surrogate, alpha);
-  Forward f = begin_forward(x, v0, v_threshold, v_reset, store_v_seq);
+  Forward f = begin_forward(be, x, v0, v_threshold, v_reset, store_v_seq);
   Tensor k = set_mul_charge(f.p, x, w, channel_dim, decay_input);
   c10::DeviceGuard guard(x.device());
   be.forward(f.p);
@@ -273,10 +274,10 @@ Tensor3 plif_bwd(const NeuronBackend& be, const Tensor& grad_spikes, const OptTe
                  const Tensor& x, const Tensor& w, const OptTensor& v0, int64_t channel_dim,
                  bool decay_input, double v_threshold, std::optional<double> v_reset,
                  const std::string& surrogate, double alpha, bool detach_reset) {
-  Backward b = begin_backward(grad_spikes, grad_v_last, x, v0, v_threshold, v_reset, surrogate,
+  Backward b = begin_backward(be, grad_spikes, grad_v_last, x, v0, v_threshold, v_reset, surrogate,
                               alpha, detach_reset);
   Tensor k = set_mul_charge(b.p, x, w, channel_dim, decay_input);
-  Tensor grad_decay = new_output(x.sizes().slice(1), x.options().dtype(at::kFloat));
+  Tensor grad_decay = new_output(be, x.sizes().slice(1), x.options().dtype(at::kFloat));
   b.p.grad_decay = grad_decay.data_ptr<float>();
   c10::DeviceGuard guard(x.device());
   be.backward(b.p);
@@ -290,7 +291,7 @@ Tensor3 ilif_fwd(const NeuronBackend& be, const Tensor& x, const OptTensor& v0, 
                     v_threshold);
   TORCH_CHECK_VALUE(max_level >= 1 && max_level <= (1 << 20), "max_level: expected 1..2^20, got ",
                     max_level);
-  Forward f = begin_forward(x, v0, v_threshold, std::nullopt, store_v_seq);
+  Forward f = begin_forward(be, x, v0, v_threshold, std::nullopt, store_v_seq);
   set_div_charge(f.p, tau, decay_input);
   f.p.fire = Fire::kInteger;
   f.p.max_level = int32_t(max_level);
@@ -309,7 +310,7 @@ std::tuple<Tensor, Tensor> ilif_bwd(const NeuronBackend& be, const Tensor& grad_
                     v_threshold);
   TORCH_CHECK_VALUE(max_level >= 1 && max_level <= (1 << 20), "max_level: expected 1..2^20, got ",
                     max_level);
-  Backward b = begin_backward(grad_spikes, grad_v_last, x, v0, v_threshold, std::nullopt,
+  Backward b = begin_backward(be, grad_spikes, grad_v_last, x, v0, v_threshold, std::nullopt,
                               "sigmoid", 1.0, detach_reset);
   set_div_charge(b.p, tau, decay_input);
   b.p.fire = Fire::kInteger;
@@ -327,13 +328,13 @@ Tensor4 alif_fwd(const NeuronBackend& be, const Tensor& x, const OptTensor& v0, 
   parse_surrogate(surrogate, alpha);
   check_tau(tau_adapt, "tau_adapt");
   TORCH_CHECK_VALUE(std::isfinite(beta), "beta: expected a finite value, got ", beta);
-  Forward f = begin_forward(x, v0, v_threshold, v_reset, store_v_seq);
+  Forward f = begin_forward(be, x, v0, v_threshold, v_reset, store_v_seq);
   set_div_charge(f.p, tau, decay_input);
   f.p.fire = Fire::kAdaptive;
   f.p.tau_adapt = float(tau_adapt);
   f.p.beta = float(beta);
   f.p.a0 = state_ptr(a0, x, "a0");
-  f.a_last = new_output(f.v_last.sizes(), f.v_last.options());
+  f.a_last = new_output(be, f.v_last.sizes(), f.v_last.options());
   f.p.a_last = f.a_last.data_ptr<float>();
   c10::DeviceGuard guard(x.device());
   be.forward(f.p);
@@ -347,7 +348,7 @@ Tensor3 alif_bwd(const NeuronBackend& be, const Tensor& grad_spikes, const OptTe
                  const std::string& surrogate, double alpha, bool detach_reset) {
   check_tau(tau_adapt, "tau_adapt");
   TORCH_CHECK_VALUE(std::isfinite(beta), "beta: expected a finite value, got ", beta);
-  Backward b = begin_backward(grad_spikes, grad_v_last, x, v0, v_threshold, v_reset, surrogate,
+  Backward b = begin_backward(be, grad_spikes, grad_v_last, x, v0, v_threshold, v_reset, surrogate,
                               alpha, detach_reset);
   set_div_charge(b.p, tau, decay_input);
   b.p.fire = Fire::kAdaptive;
@@ -359,7 +360,7 @@ Tensor3 alif_bwd(const NeuronBackend& be, const Tensor& grad_spikes, const OptTe
     ga = grad_a_last->to(at::kFloat).contiguous();
     b.p.grad_a_last = state_ptr(ga, x, "grad_a_last");
   }
-  Tensor grad_a0 = new_output(b.grad_v0.sizes(), b.grad_v0.options());
+  Tensor grad_a0 = new_output(be, b.grad_v0.sizes(), b.grad_v0.options());
   b.p.grad_a0 = grad_a0.data_ptr<float>();
   c10::DeviceGuard guard(x.device());
   be.backward(b.p);

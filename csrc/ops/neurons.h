@@ -16,6 +16,8 @@ struct NeuronBackend {
   // Run all T steps for all N elements; the params' tensors live on the backend's device.
   void (*forward)(const NeuronParams&);
   void (*backward)(const NeuronParams&);
+  // Allocates an uninitialised output on the device; null means at::empty.
+  at::Tensor (*empty)(at::IntArrayRef sizes, const at::TensorOptions& options) = nullptr;
 };
 
 using Tensor = at::Tensor;

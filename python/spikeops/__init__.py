@@ -26,6 +26,8 @@ def info() -> dict:
     }
     if _extension.AVAILABLE:
         facts.update(_extension._C.build_info())
+        pool = _extension._C.cpu_pool_stats()
+        facts["cpu_output_pool_mb"] = pool["limit_bytes"] >> 20
     else:
         facts["load_error"] = _extension.LOAD_ERROR
     return facts

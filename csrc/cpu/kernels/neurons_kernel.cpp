@@ -27,14 +27,20 @@ namespace cpu {
 namespace SPIKEOPS_ISA {
 namespace {
 
-constexpr int64_t kBlock = 512;  // elements per forward block (multiple of every kWidth)
+constexpr int64_t kBlock = 4096;  // elements per block: rows long enough for the prefetcher
+
+// Rows of one block are N elements apart, too far for the hardware prefetcher to
+// follow from row to row: fetch the next row's vector while working on this one.
+SPIKEOPS_INLINE void prefetch_row(const void* base, int64_t i, DType dt) {
+  __builtin_prefetch(static_cast<const char*>(base) + i * dtype_size(dt), 0, 3);
+}
 
 struct Step {
   VecF h, thr, s;
 };
 
 template <Charge C>
-inline VecF charge(VecF v, VecF x, VecF vr, VecF tau, VecF k) {
+SPIKEOPS_INLINE VecF charge(VecF v, VecF x, VecF vr, VecF tau, VecF k) {
   switch (C) {
     case Charge::kDivDecayInput: return v + (x - (v - vr)) / tau;
     case Charge::kDivDecay: return v - (v - vr) / tau + x;
@@ -50,7 +56,7 @@ struct FireConsts {
 };
 
 template <Fire F>
-inline Step fire(VecF h, VecF a, const FireConsts& c) {
+SPIKEOPS_INLINE Step fire(VecF h, VecF a, const FireConsts& c) {
   Step st;
   st.h = h;
   if (F == Fire::kInteger) {
@@ -67,7 +73,7 @@ inline Step fire(VecF h, VecF a, const FireConsts& c) {
 }
 
 template <bool HARD>
-inline VecF reset(const Step& st, VecF vr, VecF one) {
+SPIKEOPS_INLINE VecF reset(const Step& st, VecF vr, VecF one) {
   if (HARD) return (one - st.s) * st.h + st.s * vr;
   return st.h - st.s * st.thr;
 }
@@ -101,6 +107,7 @@ void forward_range(const NeuronParams& p, int64_t begin, int64_t end) {
         VecF v = load_f32(vbuf + j, n);
         VecF a = F == Fire::kAdaptive ? load_f32(abuf + j, n) : fc.zero;
         VecF k = (C == Charge::kMulDecayInput || C == Charge::kMulDecay) ? load_f32(kbuf + j, n) : fc.zero;
+        if (t + 1 < p.T) prefetch_row(p.x, row + N + j, p.dtype);
         VecF x = load_any(p.x, row + j, p.dtype, n);
         Step st = fire<F>(charge<C>(v, x, vr, tau, k), a, fc);
         v = reset<HARD && F != Fire::kInteger>(st, vr, fc.one);
@@ -116,11 +123,12 @@ void forward_range(const NeuronParams& p, int64_t begin, int64_t end) {
 }
 
 // dS/du of the surrogate at u = H - threshold.
-inline VecF surrogate_grad(Surrogate sg, VecF u, VecF alpha) {
+SPIKEOPS_INLINE VecF surrogate_grad(Surrogate sg, VecF u, VecF alpha) {
   const VecF one(1.f), zero(0.f), half(0.5f);
   switch (sg) {
     case Surrogate::kSigmoid: {
-      VecF s = one / (one + vexp(zero - alpha * u));
+      // Gradients need not be bit-exact: a reciprocal estimate spares a division.
+      VecF s = vrcp(one + vexp(zero - alpha * u));
       return alpha * s * (one - s);
     }
     case Surrogate::kATan: {
@@ -153,9 +161,9 @@ inline VecF surrogate_grad(Surrogate sg, VecF u, VecF alpha) {
 }
 
 // Elements per backward block, so that the saved H (and threshold, dH/dk) of one
-// block over all T steps stays around 128 KiB.
+// block over all T steps stays around 256 KiB (in L2).
 inline int64_t backward_block(int64_t T, int saved_per_step) {
-  int64_t b = (int64_t(32768) / std::max<int64_t>(1, T * saved_per_step)) / kWidth * kWidth;
+  int64_t b = (int64_t(65536) / std::max<int64_t>(1, T * saved_per_step)) / kWidth * kWidth;
   return std::clamp<int64_t>(b, kWidth, kBlock);
 }
 
@@ -169,6 +177,7 @@ void backward_range(const NeuronParams& p, int64_t begin, int64_t end) {
   const VecF vr(HARD ? p.v_reset : 0.f), tau(p.tau), tau_a(p.tau_adapt);
   const VecF alpha(p.alpha), one(1.f), zero(0.f);
   const VecF a_keep = one - one / tau_a;
+  const VecF inv_tau(1.f / p.tau);
   const int saved = 1 + (kAdapt ? 1 : 0) + (kMul ? 1 : 0);
   const int64_t B = backward_block(T, saved);
   std::vector<float> hbuf(size_t(T * B)), thrbuf(kAdapt ? size_t(T * B) : 0),
@@ -192,6 +201,7 @@ void backward_range(const NeuronParams& p, int64_t begin, int64_t end) {
         VecF v = load_f32(vbuf + j, n);
         VecF a = kAdapt ? load_f32(abuf + j, n) : zero;
         VecF k = kMul ? load_f32(kbuf + j, n) : zero;
+        if (t + 1 < T) prefetch_row(p.x, (t + 1) * N + i0 + j, p.dtype);
         VecF x = load_any(p.x, t * N + i0 + j, p.dtype, n);
         Step st = fire<F>(charge<C>(v, x, vr, tau, k), a, fc);
         if (kMul) {
@@ -226,6 +236,7 @@ void backward_range(const NeuronParams& p, int64_t begin, int64_t end) {
         } else {
           st = fire<F>(h, zero, fc);
         }
+        if (t > 0) prefetch_row(p.grad_spikes, (t - 1) * N + i0 + j, p.dtype);
         VecF gs = load_any(p.grad_spikes, t * N + i0 + j, p.dtype, n);
         if (kAdapt) gs = gs + ga;
         if (!p.detach_reset) gs = gs + gv * (kHardReset ? vr - h : zero - st.thr);
@@ -246,8 +257,8 @@ void backward_range(const NeuronParams& p, int64_t begin, int64_t end) {
         }
         VecF gx, gvp;
         switch (C) {
-          case Charge::kDivDecayInput: gx = gh / tau; gvp = gh - gh / tau; break;
-          case Charge::kDivDecay: gx = gh; gvp = gh - gh / tau; break;
+          case Charge::kDivDecayInput: gx = gh * inv_tau; gvp = gh - gx; break;
+          case Charge::kDivDecay: gx = gh; gvp = gh - gh * inv_tau; break;
           case Charge::kMulDecayInput: {
             VecF k = load_f32(kbuf + j, n);
             gx = gh * k; gvp = gh - gh * k; break;

@@ -15,25 +15,29 @@
 
 #include "common/neuron_params.h"
 
+// Every helper must inline into the kernel loops (a call per vector costs more
+// than the arithmetic); GCC otherwise declines for the larger ones such as vexp.
+#define SPIKEOPS_INLINE inline __attribute__((always_inline))
+
 namespace spikeops {
 namespace cpu {
 namespace SPIKEOPS_ISA {
 
 // ---- scalar conversions shared by every ISA (tails, scalar build) -------------
-inline float bf16_to_f32(uint16_t h) {
+SPIKEOPS_INLINE float bf16_to_f32(uint16_t h) {
   uint32_t u = uint32_t(h) << 16;
   float f;
   std::memcpy(&f, &u, 4);
   return f;
 }
-inline uint16_t f32_to_bf16(float f) {  // round to nearest even, quiet NaN
+SPIKEOPS_INLINE uint16_t f32_to_bf16(float f) {  // round to nearest even, quiet NaN
   uint32_t u;
   std::memcpy(&u, &f, 4);
   if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);
   return uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
-inline float f16_to_f32(uint16_t h) { _Float16 v; std::memcpy(&v, &h, 2); return float(v); }
-inline uint16_t f32_to_f16(float f) { _Float16 v = _Float16(f); uint16_t h; std::memcpy(&h, &v, 2); return h; }
+SPIKEOPS_INLINE float f16_to_f32(uint16_t h) { _Float16 v; std::memcpy(&v, &h, 2); return float(v); }
+SPIKEOPS_INLINE uint16_t f32_to_f16(float f) { _Float16 v = _Float16(f); uint16_t h; std::memcpy(&h, &v, 2); return h; }
 
 #if defined(SPIKEOPS_ISA_avx512)
 constexpr int kWidth = 16;
@@ -44,27 +48,27 @@ struct VecF {
   explicit VecF(float x) : v(_mm512_set1_ps(x)) {}
 };
 struct MaskF { __mmask16 m; };
-inline VecF operator+(VecF a, VecF b) { return _mm512_add_ps(a.v, b.v); }
-inline VecF operator-(VecF a, VecF b) { return _mm512_sub_ps(a.v, b.v); }
-inline VecF operator*(VecF a, VecF b) { return _mm512_mul_ps(a.v, b.v); }
-inline VecF operator/(VecF a, VecF b) { return _mm512_div_ps(a.v, b.v); }
-inline MaskF ge(VecF a, VecF b) { return {_mm512_cmp_ps_mask(a.v, b.v, _CMP_GE_OQ)}; }
-inline MaskF le(VecF a, VecF b) { return {_mm512_cmp_ps_mask(a.v, b.v, _CMP_LE_OQ)}; }
-inline MaskF lt(VecF a, VecF b) { return {_mm512_cmp_ps_mask(a.v, b.v, _CMP_LT_OQ)}; }
-inline MaskF operator&(MaskF a, MaskF b) { return {__mmask16(a.m & b.m)}; }
-inline VecF select(MaskF m, VecF a, VecF b) { return _mm512_mask_blend_ps(m.m, b.v, a.v); }
-inline VecF vmin(VecF a, VecF b) { return _mm512_min_ps(a.v, b.v); }
-inline VecF vmax(VecF a, VecF b) { return _mm512_max_ps(a.v, b.v); }
-inline VecF vabs(VecF a) { return _mm512_abs_ps(a.v); }
-inline VecF vrint(VecF a) { return _mm512_roundscale_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-inline VecF vfloor(VecF a) { return _mm512_roundscale_ps(a.v, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
-inline VecF loadu(const float* p) { return _mm512_loadu_ps(p); }
-inline void storeu(float* p, VecF a) { _mm512_storeu_ps(p, a.v); }
-inline VecF load_bf16(const uint16_t* p) {
+SPIKEOPS_INLINE VecF operator+(VecF a, VecF b) { return _mm512_add_ps(a.v, b.v); }
+SPIKEOPS_INLINE VecF operator-(VecF a, VecF b) { return _mm512_sub_ps(a.v, b.v); }
+SPIKEOPS_INLINE VecF operator*(VecF a, VecF b) { return _mm512_mul_ps(a.v, b.v); }
+SPIKEOPS_INLINE VecF operator/(VecF a, VecF b) { return _mm512_div_ps(a.v, b.v); }
+SPIKEOPS_INLINE MaskF ge(VecF a, VecF b) { return {_mm512_cmp_ps_mask(a.v, b.v, _CMP_GE_OQ)}; }
+SPIKEOPS_INLINE MaskF le(VecF a, VecF b) { return {_mm512_cmp_ps_mask(a.v, b.v, _CMP_LE_OQ)}; }
+SPIKEOPS_INLINE MaskF lt(VecF a, VecF b) { return {_mm512_cmp_ps_mask(a.v, b.v, _CMP_LT_OQ)}; }
+SPIKEOPS_INLINE MaskF operator&(MaskF a, MaskF b) { return {__mmask16(a.m & b.m)}; }
+SPIKEOPS_INLINE VecF select(MaskF m, VecF a, VecF b) { return _mm512_mask_blend_ps(m.m, b.v, a.v); }
+SPIKEOPS_INLINE VecF vmin(VecF a, VecF b) { return _mm512_min_ps(a.v, b.v); }
+SPIKEOPS_INLINE VecF vmax(VecF a, VecF b) { return _mm512_max_ps(a.v, b.v); }
+SPIKEOPS_INLINE VecF vabs(VecF a) { return _mm512_abs_ps(a.v); }
+SPIKEOPS_INLINE VecF vrint(VecF a) { return _mm512_roundscale_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+SPIKEOPS_INLINE VecF vfloor(VecF a) { return _mm512_roundscale_ps(a.v, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
+SPIKEOPS_INLINE VecF loadu(const float* p) { return _mm512_loadu_ps(p); }
+SPIKEOPS_INLINE void storeu(float* p, VecF a) { _mm512_storeu_ps(p, a.v); }
+SPIKEOPS_INLINE VecF load_bf16(const uint16_t* p) {
   __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
 }
-inline void store_bf16(uint16_t* p, VecF a) {
+SPIKEOPS_INLINE void store_bf16(uint16_t* p, VecF a) {
   __m512i u = _mm512_castps_si512(a.v);
   __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
   __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
@@ -72,13 +76,17 @@ inline void store_bf16(uint16_t* p, VecF a) {
   r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(r));
 }
-inline VecF load_f16(const uint16_t* p) {
+SPIKEOPS_INLINE VecF load_f16(const uint16_t* p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
-inline void store_f16(uint16_t* p, VecF a) {
+SPIKEOPS_INLINE void store_f16(uint16_t* p, VecF a) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
-inline VecF vexp2i(VecF n) {  // 2^n for integral n in [-126, 127]
+SPIKEOPS_INLINE VecF vrcp(VecF a) {  // 1/a to ~1 ulp: 14-bit estimate + one Newton step
+  __m512 r = _mm512_rcp14_ps(a.v);
+  return _mm512_mul_ps(r, _mm512_sub_ps(_mm512_set1_ps(2.f), _mm512_mul_ps(a.v, r)));
+}
+SPIKEOPS_INLINE VecF vexp2i(VecF n) {  // 2^n for integral n in [-126, 127]
   __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n.v), _mm512_set1_epi32(127)), 23);
   return _mm512_castsi512_ps(e);
 }
@@ -91,27 +99,27 @@ struct VecF {
   explicit VecF(float x) : v(_mm256_set1_ps(x)) {}
 };
 struct MaskF { __m256 m; };
-inline VecF operator+(VecF a, VecF b) { return _mm256_add_ps(a.v, b.v); }
-inline VecF operator-(VecF a, VecF b) { return _mm256_sub_ps(a.v, b.v); }
-inline VecF operator*(VecF a, VecF b) { return _mm256_mul_ps(a.v, b.v); }
-inline VecF operator/(VecF a, VecF b) { return _mm256_div_ps(a.v, b.v); }
-inline MaskF ge(VecF a, VecF b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_GE_OQ)}; }
-inline MaskF le(VecF a, VecF b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_LE_OQ)}; }
-inline MaskF lt(VecF a, VecF b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_LT_OQ)}; }
-inline MaskF operator&(MaskF a, MaskF b) { return {_mm256_and_ps(a.m, b.m)}; }
-inline VecF select(MaskF m, VecF a, VecF b) { return _mm256_blendv_ps(b.v, a.v, m.m); }
-inline VecF vmin(VecF a, VecF b) { return _mm256_min_ps(a.v, b.v); }
-inline VecF vmax(VecF a, VecF b) { return _mm256_max_ps(a.v, b.v); }
-inline VecF vabs(VecF a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.f), a.v); }
-inline VecF vrint(VecF a) { return _mm256_round_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-inline VecF vfloor(VecF a) { return _mm256_round_ps(a.v, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
-inline VecF loadu(const float* p) { return _mm256_loadu_ps(p); }
-inline void storeu(float* p, VecF a) { _mm256_storeu_ps(p, a.v); }
-inline VecF load_bf16(const uint16_t* p) {
+SPIKEOPS_INLINE VecF operator+(VecF a, VecF b) { return _mm256_add_ps(a.v, b.v); }
+SPIKEOPS_INLINE VecF operator-(VecF a, VecF b) { return _mm256_sub_ps(a.v, b.v); }
+SPIKEOPS_INLINE VecF operator*(VecF a, VecF b) { return _mm256_mul_ps(a.v, b.v); }
+SPIKEOPS_INLINE VecF operator/(VecF a, VecF b) { return _mm256_div_ps(a.v, b.v); }
+SPIKEOPS_INLINE MaskF ge(VecF a, VecF b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_GE_OQ)}; }
+SPIKEOPS_INLINE MaskF le(VecF a, VecF b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_LE_OQ)}; }
+SPIKEOPS_INLINE MaskF lt(VecF a, VecF b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_LT_OQ)}; }
+SPIKEOPS_INLINE MaskF operator&(MaskF a, MaskF b) { return {_mm256_and_ps(a.m, b.m)}; }
+SPIKEOPS_INLINE VecF select(MaskF m, VecF a, VecF b) { return _mm256_blendv_ps(b.v, a.v, m.m); }
+SPIKEOPS_INLINE VecF vmin(VecF a, VecF b) { return _mm256_min_ps(a.v, b.v); }
+SPIKEOPS_INLINE VecF vmax(VecF a, VecF b) { return _mm256_max_ps(a.v, b.v); }
+SPIKEOPS_INLINE VecF vabs(VecF a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.f), a.v); }
+SPIKEOPS_INLINE VecF vrint(VecF a) { return _mm256_round_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+SPIKEOPS_INLINE VecF vfloor(VecF a) { return _mm256_round_ps(a.v, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
+SPIKEOPS_INLINE VecF loadu(const float* p) { return _mm256_loadu_ps(p); }
+SPIKEOPS_INLINE void storeu(float* p, VecF a) { _mm256_storeu_ps(p, a.v); }
+SPIKEOPS_INLINE VecF load_bf16(const uint16_t* p) {
   __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
 }
-inline void store_bf16(uint16_t* p, VecF a) {
+SPIKEOPS_INLINE void store_bf16(uint16_t* p, VecF a) {
   __m256i u = _mm256_castps_si256(a.v);
   __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
   __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
@@ -122,13 +130,17 @@ inline void store_bf16(uint16_t* p, VecF a) {
   __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
 }
-inline VecF load_f16(const uint16_t* p) {
+SPIKEOPS_INLINE VecF load_f16(const uint16_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
-inline void store_f16(uint16_t* p, VecF a) {
+SPIKEOPS_INLINE void store_f16(uint16_t* p, VecF a) {
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
-inline VecF vexp2i(VecF n) {
+SPIKEOPS_INLINE VecF vrcp(VecF a) {  // 12-bit estimate + one Newton step (~22 bits)
+  __m256 r = _mm256_rcp_ps(a.v);
+  return _mm256_mul_ps(r, _mm256_sub_ps(_mm256_set1_ps(2.f), _mm256_mul_ps(a.v, r)));
+}
+SPIKEOPS_INLINE VecF vexp2i(VecF n) {
   __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n.v), _mm256_set1_epi32(127)), 23);
   return _mm256_castsi256_ps(e);
 }
@@ -140,35 +152,36 @@ struct VecF {
   explicit VecF(float x) : v(x) {}
 };
 struct MaskF { bool m; };
-inline VecF operator+(VecF a, VecF b) { return VecF(a.v + b.v); }
-inline VecF operator-(VecF a, VecF b) { return VecF(a.v - b.v); }
-inline VecF operator*(VecF a, VecF b) { return VecF(a.v * b.v); }
-inline VecF operator/(VecF a, VecF b) { return VecF(a.v / b.v); }
-inline MaskF ge(VecF a, VecF b) { return {a.v >= b.v}; }
-inline MaskF le(VecF a, VecF b) { return {a.v <= b.v}; }
-inline MaskF lt(VecF a, VecF b) { return {a.v < b.v}; }
-inline MaskF operator&(MaskF a, MaskF b) { return {a.m && b.m}; }
-inline VecF select(MaskF m, VecF a, VecF b) { return m.m ? a : b; }
+SPIKEOPS_INLINE VecF operator+(VecF a, VecF b) { return VecF(a.v + b.v); }
+SPIKEOPS_INLINE VecF operator-(VecF a, VecF b) { return VecF(a.v - b.v); }
+SPIKEOPS_INLINE VecF operator*(VecF a, VecF b) { return VecF(a.v * b.v); }
+SPIKEOPS_INLINE VecF operator/(VecF a, VecF b) { return VecF(a.v / b.v); }
+SPIKEOPS_INLINE MaskF ge(VecF a, VecF b) { return {a.v >= b.v}; }
+SPIKEOPS_INLINE MaskF le(VecF a, VecF b) { return {a.v <= b.v}; }
+SPIKEOPS_INLINE MaskF lt(VecF a, VecF b) { return {a.v < b.v}; }
+SPIKEOPS_INLINE MaskF operator&(MaskF a, MaskF b) { return {a.m && b.m}; }
+SPIKEOPS_INLINE VecF select(MaskF m, VecF a, VecF b) { return m.m ? a : b; }
 // min/max with x86 semantics (second operand when unordered), like minps/maxps.
-inline VecF vmin(VecF a, VecF b) { return VecF(a.v < b.v ? a.v : b.v); }
-inline VecF vmax(VecF a, VecF b) { return VecF(a.v > b.v ? a.v : b.v); }
-inline VecF vabs(VecF a) { return VecF(std::fabs(a.v)); }
-inline VecF vrint(VecF a) { return VecF(std::nearbyint(a.v)); }
-inline VecF vfloor(VecF a) { return VecF(std::floor(a.v)); }
-inline VecF loadu(const float* p) { return VecF(*p); }
-inline void storeu(float* p, VecF a) { *p = a.v; }
-inline VecF load_bf16(const uint16_t* p) { return VecF(bf16_to_f32(*p)); }
-inline void store_bf16(uint16_t* p, VecF a) { *p = f32_to_bf16(a.v); }
-inline VecF load_f16(const uint16_t* p) { return VecF(f16_to_f32(*p)); }
-inline void store_f16(uint16_t* p, VecF a) { *p = f32_to_f16(a.v); }
-inline VecF vexp2i(VecF n) { return VecF(std::ldexp(1.f, int(n.v))); }
+SPIKEOPS_INLINE VecF vmin(VecF a, VecF b) { return VecF(a.v < b.v ? a.v : b.v); }
+SPIKEOPS_INLINE VecF vmax(VecF a, VecF b) { return VecF(a.v > b.v ? a.v : b.v); }
+SPIKEOPS_INLINE VecF vabs(VecF a) { return VecF(std::fabs(a.v)); }
+SPIKEOPS_INLINE VecF vrint(VecF a) { return VecF(std::nearbyint(a.v)); }
+SPIKEOPS_INLINE VecF vfloor(VecF a) { return VecF(std::floor(a.v)); }
+SPIKEOPS_INLINE VecF loadu(const float* p) { return VecF(*p); }
+SPIKEOPS_INLINE void storeu(float* p, VecF a) { *p = a.v; }
+SPIKEOPS_INLINE VecF load_bf16(const uint16_t* p) { return VecF(bf16_to_f32(*p)); }
+SPIKEOPS_INLINE void store_bf16(uint16_t* p, VecF a) { *p = f32_to_bf16(a.v); }
+SPIKEOPS_INLINE VecF load_f16(const uint16_t* p) { return VecF(f16_to_f32(*p)); }
+SPIKEOPS_INLINE void store_f16(uint16_t* p, VecF a) { *p = f32_to_f16(a.v); }
+SPIKEOPS_INLINE VecF vrcp(VecF a) { return VecF(1.f / a.v); }
+SPIKEOPS_INLINE VecF vexp2i(VecF n) { return VecF(std::ldexp(1.f, int(n.v))); }
 #endif
 
 
 // exp(x): range reduction x = n ln2 + r, degree-5 polynomial on r, times 2^n.
 // Inputs are clamped so 2^n stays a normal number; the clamped ends are far outside
 // where surrogate gradients matter (they are ~1e-38 there either way).
-inline VecF vexp(VecF x) {
+SPIKEOPS_INLINE VecF vexp(VecF x) {
   x = vmin(vmax(x, VecF(-87.0f)), VecF(88.0f));
   VecF n = vrint(x * VecF(1.44269504088896341f));
   VecF r = x - n * VecF(0.693359375f);
@@ -185,45 +198,45 @@ inline VecF vexp(VecF x) {
 }
 
 // ---- typed loads/stores of the [T, N] tensors; `n < kWidth` for tails ----------
-inline VecF load(const void* base, int64_t i, DType dt) {
+SPIKEOPS_INLINE VecF load(const void* base, int64_t i, DType dt) {
   switch (dt) {
     case DType::kFloat32: return loadu(static_cast<const float*>(base) + i);
     case DType::kBFloat16: return load_bf16(static_cast<const uint16_t*>(base) + i);
     default: return load_f16(static_cast<const uint16_t*>(base) + i);
   }
 }
-inline void store(void* base, int64_t i, DType dt, VecF a) {
+SPIKEOPS_INLINE void store(void* base, int64_t i, DType dt, VecF a) {
   switch (dt) {
     case DType::kFloat32: storeu(static_cast<float*>(base) + i, a); break;
     case DType::kBFloat16: store_bf16(static_cast<uint16_t*>(base) + i, a); break;
     default: store_f16(static_cast<uint16_t*>(base) + i, a); break;
   }
 }
-inline int64_t dtype_size(DType dt) { return dt == DType::kFloat32 ? 4 : 2; }
+SPIKEOPS_INLINE int64_t dtype_size(DType dt) { return dt == DType::kFloat32 ? 4 : 2; }
 
 // Partial vectors go through a zero-padded stack buffer: only tails use them.
-inline VecF load_partial(const void* base, int64_t i, DType dt, int n) {
+SPIKEOPS_INLINE VecF load_partial(const void* base, int64_t i, DType dt, int n) {
   alignas(64) unsigned char buf[kWidth * 4] = {};
   const int64_t sz = dtype_size(dt);
   std::memcpy(buf, static_cast<const unsigned char*>(base) + i * sz, size_t(n * sz));
   return load(buf, 0, dt);
 }
-inline void store_partial(void* base, int64_t i, DType dt, VecF a, int n) {
+SPIKEOPS_INLINE void store_partial(void* base, int64_t i, DType dt, VecF a, int n) {
   alignas(64) unsigned char buf[kWidth * 4];
   store(buf, 0, dt, a);
   const int64_t sz = dtype_size(dt);
   std::memcpy(static_cast<unsigned char*>(base) + i * sz, buf, size_t(n * sz));
 }
-inline VecF load_f32(const float* p, int n) {
+SPIKEOPS_INLINE VecF load_f32(const float* p, int n) {
   return n == kWidth ? loadu(p) : load_partial(p, 0, DType::kFloat32, n);
 }
-inline void store_f32(float* p, VecF a, int n) {
+SPIKEOPS_INLINE void store_f32(float* p, VecF a, int n) {
   if (n == kWidth) storeu(p, a); else store_partial(p, 0, DType::kFloat32, a, n);
 }
-inline VecF load_any(const void* base, int64_t i, DType dt, int n) {
+SPIKEOPS_INLINE VecF load_any(const void* base, int64_t i, DType dt, int n) {
   return n == kWidth ? load(base, i, dt) : load_partial(base, i, dt, n);
 }
-inline void store_any(void* base, int64_t i, DType dt, VecF a, int n) {
+SPIKEOPS_INLINE void store_any(void* base, int64_t i, DType dt, VecF a, int n) {
   if (n == kWidth) store(base, i, dt, a); else store_partial(base, i, dt, a, n);
 }
 

@@ -20,7 +20,7 @@
 // Parallelisation: one thread owns VEC consecutive elements for all T steps; the time loop
 // is sequential in registers. Consecutive threads own consecutive elements, so every
 // [t, :] row is read/written fully coalesced; with N % 8 == 0 and 16-byte aligned pointers
-// the packs are 16-byte (forward) or 4..16-byte (backward) vector accesses, else VEC = 1.
+// the forward uses 16-byte packs and the backward pairs (T <= 16), else VEC = 1.
 // X (resp. dL/dS) is loaded a chunk of steps ahead of its use so each thread keeps several
 // independent loads in flight: the time recurrence itself has no memory parallelism.
 //
@@ -484,9 +484,9 @@ SPIKEOPS_HD void bwd_thread(const NeuronParams& p, int64_t tid) {
         }
       }
     }
-    (void)ck_v;
-    (void)ck_a;
   }
+  (void)ck_v;
+  (void)ck_a;
 
 #pragma unroll
   for (int e = 0; e < VEC; ++e) {
@@ -523,12 +523,11 @@ inline bool aligned16(const void* ptr) {
 
 // Packs need every [T, N] / [N] row start aligned: N % 8 == 0 keeps rows of 2-byte and
 // 4-byte types 16-byte aligned once the base pointers are.
-inline bool can_vectorize(const NeuronParams& p, bool backward) {
+inline bool can_vectorize(const NeuronParams& p) {
   if (p.N % 8 != 0) return false;
   const void* ptrs[] = {p.x, p.v0, p.a0, p.spikes, p.v_last, p.a_last, p.v_seq,
                         p.grad_spikes, p.grad_v_last, p.grad_a_last, p.grad_x,
                         p.grad_v0, p.grad_a0, p.grad_decay};
-  (void)backward;
   for (const void* q : ptrs)
     if (q && !aligned16(q)) return false;
   return true;
@@ -557,15 +556,20 @@ inline unsigned blocks_for(int64_t N, int vec, int threads) {
     }                                                          \
   }()
 
-#define SPIKEOPS_BOOL_SWITCH(COND, NAME, ...) \
-  [&] {                                       \
-    if (COND) {                               \
-      constexpr bool NAME = true;             \
-      return __VA_ARGS__();                   \
-    } else {                                  \
-      constexpr bool NAME = false;            \
-      return __VA_ARGS__();                   \
-    }                                         \
+// Mul charges come only with the binary fire (PLIF): no op builds Mul + integer or
+// Mul + adaptive, so those are not instantiated (compile time) and report NotSupported.
+#define SPIKEOPS_MUL_SWITCH(FIRE, CHARGE, NAME, ...)       \
+  [&]() -> cudaError_t {                                   \
+    if (!is_mul(CHARGE)) {                                 \
+      constexpr bool NAME = false;                         \
+      return __VA_ARGS__();                                \
+    }                                                      \
+    if constexpr (FIRE == Fire::kBinary) {                 \
+      constexpr bool NAME = true;                          \
+      return __VA_ARGS__();                                \
+    } else {                                               \
+      return cudaErrorNotSupported;                        \
+    }                                                      \
   }()
 
 // Forward vector width: 16-byte packs.
@@ -573,9 +577,9 @@ template <typename T>
 cudaError_t launch_fwd(const NeuronParams& p, cudaStream_t stream) {
   if (p.N <= 0) return cudaSuccess;
   constexpr int kVec = 16 / sizeof(T);
-  const bool vec = can_vectorize(p, false);
+  const bool vec = can_vectorize(p);
   return SPIKEOPS_FIRE_SWITCH(p.fire, kF, [&] {
-    return SPIKEOPS_BOOL_SWITCH(is_mul(p.charge), kMul, [&] {
+    return SPIKEOPS_MUL_SWITCH(kF, p.charge, kMul, [&] {
       if (vec) {
         neuron_fwd_kernel<T, kVec, kMul, kF>
             <<<blocks_for(p.N, kVec, kFwdThreads), kFwdThreads, 0, stream>>>(p);
@@ -600,9 +604,9 @@ cudaError_t launch_bwd_one(const NeuronParams& p, cudaStream_t stream) {
 template <typename T>
 cudaError_t launch_bwd(const NeuronParams& p, cudaStream_t stream) {
   if (p.N <= 0) return cudaSuccess;
-  const bool vec = can_vectorize(p, true);
+  const bool vec = can_vectorize(p);
   return SPIKEOPS_FIRE_SWITCH(p.fire, kF, [&] {
-    return SPIKEOPS_BOOL_SWITCH(is_mul(p.charge), kMul, [&] {
+    return SPIKEOPS_MUL_SWITCH(kF, p.charge, kMul, [&] {
       if (p.T <= 8) {
         return vec ? launch_bwd_one<T, 8, 2, kMul, kF, false>(p, stream)
                    : launch_bwd_one<T, 8, 1, kMul, kF, false>(p, stream);
