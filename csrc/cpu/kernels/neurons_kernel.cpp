@@ -39,11 +39,24 @@ struct Step {
   VecF h, thr, s;
 };
 
+inline bool is_pow2(float f) {
+  int e;
+  return f > 0 && std::isfinite(f) && std::frexp(f, &e) == 0.5f;
+}
+
+// Div charges divide by tau; `inv_tau` is nonzero only when 1/tau is exact (tau a
+// power of two), where multiplying gives the identical result without a division.
 template <Charge C>
-SPIKEOPS_INLINE VecF charge(VecF v, VecF x, VecF vr, VecF tau, VecF k) {
+SPIKEOPS_INLINE VecF div_tau(VecF a, VecF tau, VecF inv_tau, bool exact_inverse) {
+  return exact_inverse ? a * inv_tau : a / tau;
+}
+
+template <Charge C>
+SPIKEOPS_INLINE VecF charge(VecF v, VecF x, VecF vr, VecF tau, VecF k, VecF inv_tau = VecF(0.f),
+                            bool exact_inverse = false) {
   switch (C) {
-    case Charge::kDivDecayInput: return v + (x - (v - vr)) / tau;
-    case Charge::kDivDecay: return v - (v - vr) / tau + x;
+    case Charge::kDivDecayInput: return v + div_tau<C>(x - (v - vr), tau, inv_tau, exact_inverse);
+    case Charge::kDivDecay: return v - div_tau<C>(v - vr, tau, inv_tau, exact_inverse) + x;
     case Charge::kMulDecayInput: return v + (x - (v - vr)) * k;
     case Charge::kMulDecay: return v - (v - vr) * k + x;
     default: return v + x;
@@ -92,6 +105,8 @@ void forward_range(const NeuronParams& p, int64_t begin, int64_t end) {
   const int64_t N = p.N;
   const FireConsts fc = fire_consts(p);
   const VecF vr(HARD ? p.v_reset : 0.f), tau(p.tau), tau_a(p.tau_adapt);
+  const bool tau_pow2 = is_pow2(p.tau);
+  const VecF inv_tau(1.f / p.tau);
   alignas(64) float vbuf[kBlock], abuf[kBlock], kbuf[kBlock];
   for (int64_t i0 = begin; i0 < end; i0 += kBlock) {
     const int64_t nb = std::min(kBlock, end - i0);
@@ -109,7 +124,7 @@ void forward_range(const NeuronParams& p, int64_t begin, int64_t end) {
         VecF k = (C == Charge::kMulDecayInput || C == Charge::kMulDecay) ? load_f32(kbuf + j, n) : fc.zero;
         if (t + 1 < p.T) prefetch_row(p.x, row + N + j, p.dtype);
         VecF x = load_any(p.x, row + j, p.dtype, n);
-        Step st = fire<F>(charge<C>(v, x, vr, tau, k), a, fc);
+        Step st = fire<F>(charge<C>(v, x, vr, tau, k, inv_tau, tau_pow2), a, fc);
         v = reset<HARD && F != Fire::kInteger>(st, vr, fc.one);
         store_any(p.spikes, row + j, p.dtype, st.s, n);
         store_f32(vbuf + j, v, n);
@@ -127,8 +142,8 @@ SPIKEOPS_INLINE VecF surrogate_grad(Surrogate sg, VecF u, VecF alpha) {
   const VecF one(1.f), zero(0.f), half(0.5f);
   switch (sg) {
     case Surrogate::kSigmoid: {
-      // Gradients need not be bit-exact: a reciprocal estimate spares a division.
-      VecF s = vrcp(one + vexp(zero - alpha * u));
+      // A true division: reciprocal estimates doubled the gradient error (tests/).
+      VecF s = one / (one + vexp(zero - alpha * u));
       return alpha * s * (one - s);
     }
     case Surrogate::kATan: {
@@ -177,6 +192,8 @@ void backward_range(const NeuronParams& p, int64_t begin, int64_t end) {
   const VecF vr(HARD ? p.v_reset : 0.f), tau(p.tau), tau_a(p.tau_adapt);
   const VecF alpha(p.alpha), one(1.f), zero(0.f);
   const VecF a_keep = one - one / tau_a;
+  // x / tau == x * (1 / tau) exactly when tau is a power of two (the default 2.0).
+  const bool tau_pow2 = is_pow2(p.tau);
   const VecF inv_tau(1.f / p.tau);
   const int saved = 1 + (kAdapt ? 1 : 0) + (kMul ? 1 : 0);
   const int64_t B = backward_block(T, saved);
@@ -203,7 +220,7 @@ void backward_range(const NeuronParams& p, int64_t begin, int64_t end) {
         VecF k = kMul ? load_f32(kbuf + j, n) : zero;
         if (t + 1 < T) prefetch_row(p.x, (t + 1) * N + i0 + j, p.dtype);
         VecF x = load_any(p.x, t * N + i0 + j, p.dtype, n);
-        Step st = fire<F>(charge<C>(v, x, vr, tau, k), a, fc);
+        Step st = fire<F>(charge<C>(v, x, vr, tau, k, inv_tau, tau_pow2), a, fc);
         if (kMul) {
           VecF dk = C == Charge::kMulDecayInput ? x - (v - vr) : zero - (v - vr);
           store_f32(dkbuf.data() + t * B + j, dk, n);
@@ -257,8 +274,11 @@ void backward_range(const NeuronParams& p, int64_t begin, int64_t end) {
         }
         VecF gx, gvp;
         switch (C) {
-          case Charge::kDivDecayInput: gx = gh * inv_tau; gvp = gh - gx; break;
-          case Charge::kDivDecay: gx = gh; gvp = gh - gh * inv_tau; break;
+          case Charge::kDivDecayInput:
+            gx = tau_pow2 ? gh * inv_tau : gh / tau;
+            gvp = gh - gx;
+            break;
+          case Charge::kDivDecay: gx = gh; gvp = gh - (tau_pow2 ? gh * inv_tau : gh / tau); break;
           case Charge::kMulDecayInput: {
             VecF k = load_f32(kbuf + j, n);
             gx = gh * k; gvp = gh - gh * k; break;

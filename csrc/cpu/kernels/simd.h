@@ -82,10 +82,6 @@ SPIKEOPS_INLINE VecF load_f16(const uint16_t* p) {
 SPIKEOPS_INLINE void store_f16(uint16_t* p, VecF a) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
-SPIKEOPS_INLINE VecF vrcp(VecF a) {  // 1/a to ~1 ulp: 14-bit estimate + one Newton step
-  __m512 r = _mm512_rcp14_ps(a.v);
-  return _mm512_mul_ps(r, _mm512_sub_ps(_mm512_set1_ps(2.f), _mm512_mul_ps(a.v, r)));
-}
 SPIKEOPS_INLINE VecF vexp2i(VecF n) {  // 2^n for integral n in [-126, 127]
   __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n.v), _mm512_set1_epi32(127)), 23);
   return _mm512_castsi512_ps(e);
@@ -136,10 +132,6 @@ SPIKEOPS_INLINE VecF load_f16(const uint16_t* p) {
 SPIKEOPS_INLINE void store_f16(uint16_t* p, VecF a) {
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
-SPIKEOPS_INLINE VecF vrcp(VecF a) {  // 12-bit estimate + one Newton step (~22 bits)
-  __m256 r = _mm256_rcp_ps(a.v);
-  return _mm256_mul_ps(r, _mm256_sub_ps(_mm256_set1_ps(2.f), _mm256_mul_ps(a.v, r)));
-}
 SPIKEOPS_INLINE VecF vexp2i(VecF n) {
   __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n.v), _mm256_set1_epi32(127)), 23);
   return _mm256_castsi256_ps(e);
@@ -173,7 +165,6 @@ SPIKEOPS_INLINE VecF load_bf16(const uint16_t* p) { return VecF(bf16_to_f32(*p))
 SPIKEOPS_INLINE void store_bf16(uint16_t* p, VecF a) { *p = f32_to_bf16(a.v); }
 SPIKEOPS_INLINE VecF load_f16(const uint16_t* p) { return VecF(f16_to_f32(*p)); }
 SPIKEOPS_INLINE void store_f16(uint16_t* p, VecF a) { *p = f32_to_f16(a.v); }
-SPIKEOPS_INLINE VecF vrcp(VecF a) { return VecF(1.f / a.v); }
 SPIKEOPS_INLINE VecF vexp2i(VecF n) { return VecF(std::ldexp(1.f, int(n.v))); }
 #endif
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .surrogate import heaviside, quantize_st
+from .surrogate import check_surrogate, heaviside, quantize_st
 
 
 def _state_dtype(x):
@@ -57,8 +57,9 @@ def _run(x, v0, charge, fire, v_threshold, v_reset, detach_reset, store_v_seq):
 
 
 def lif(x, v0=None, *, tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0,
-        detach_reset=False, surrogate="sigmoid", alpha=4.0, store_v_seq=False):
+        detach_reset=False, surrogate="sigmoid", alpha=None, store_v_seq=False):
     """Multi-step LIF. Returns (spikes [T,*], v_last [*]) (+ v_seq when store_v_seq)."""
+    alpha = check_surrogate(surrogate, alpha)
     def fire(h):
         return heaviside(h - v_threshold, surrogate, alpha), v_threshold
     s, v, vs = _run(x, v0, lambda v, xt: _charge(v, xt, tau, decay_input, v_reset),
@@ -67,8 +68,9 @@ def lif(x, v0=None, *, tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0,
 
 
 def if_(x, v0=None, *, v_threshold=1.0, v_reset=0.0, detach_reset=False,
-        surrogate="sigmoid", alpha=4.0, store_v_seq=False):
+        surrogate="sigmoid", alpha=None, store_v_seq=False):
     """Multi-step integrate-and-fire: H = V + X."""
+    alpha = check_surrogate(surrogate, alpha)
     def fire(h):
         return heaviside(h - v_threshold, surrogate, alpha), v_threshold
     s, v, vs = _run(x, v0, lambda v, xt: v + xt, fire, v_threshold, v_reset,
@@ -87,8 +89,9 @@ def plif_decay(w, x, channel_dim):
 
 
 def plif(x, w, v0=None, *, channel_dim=2, decay_input=True, v_threshold=1.0, v_reset=0.0,
-         detach_reset=False, surrogate="sigmoid", alpha=4.0, store_v_seq=False):
+         detach_reset=False, surrogate="sigmoid", alpha=None, store_v_seq=False):
     """Multi-step parametric LIF (Fang et al.): decay k = sigmoid(w), w scalar or [C]."""
+    alpha = check_surrogate(surrogate, alpha)
     k = plif_decay(w, x, channel_dim)
 
     def fire(h):
@@ -111,12 +114,13 @@ def ilif(x, v0=None, *, tau=2.0, decay_input=True, v_threshold=1.0, max_level=4,
 
 
 def alif(x, v0=None, a0=None, *, tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0,
-         tau_adapt=20.0, beta=0.1, detach_reset=False, surrogate="sigmoid", alpha=4.0,
+         tau_adapt=20.0, beta=0.1, detach_reset=False, surrogate="sigmoid", alpha=None,
          store_v_seq=False):
     """Adaptive-threshold LIF: threshold Vth + beta A, with A = A - A / tau_adapt + S.
 
     Returns (spikes, v_last, a_last) (+ v_seq when store_v_seq).
     """
+    alpha = check_surrogate(surrogate, alpha)
     v = _init(v0, x, 0.0 if v_reset is None else v_reset)
     a = _init(a0, x, 0.0)
     spikes, v_seq = [], []
