@@ -35,6 +35,14 @@ SPIKEOPS_INLINE void prefetch_row(const void* base, int64_t i, DType dt) {
   __builtin_prefetch(static_cast<const char*>(base) + i * dtype_size(dt), 0, 3);
 }
 
+// Stream (non-temporal) [T, N] outputs that are far larger than the caches, when
+// every full vector of them is aligned. Only float32 outputs are streamed.
+inline bool use_streaming(const void* out, const NeuronParams& p) {
+  constexpr int64_t kStreamBytes = int64_t(16) << 20;
+  return p.dtype == DType::kFloat32 && p.T * p.N * 4 >= kStreamBytes && p.N % kWidth == 0 &&
+         reinterpret_cast<uintptr_t>(out) % (kWidth * 4) == 0;
+}
+
 struct Step {
   VecF h, thr, s;
 };
@@ -96,8 +104,21 @@ inline FireConsts fire_consts(const NeuronParams& p) {
           VecF(0.f), VecF(1.f), p.rounding == Rounding::kHalfUp};
 }
 
+// k for elements i0 .. i0+n-1; the channel index is walked, not divided out per element.
 inline void fill_decay(const NeuronParams& p, int64_t i0, int64_t n, float* k) {
-  for (int64_t j = 0; j < n; ++j) k[j] = p.decay[((i0 + j) / p.decay_inner) % p.decay_channels];
+  if (p.decay_channels == 1) {
+    std::fill(k, k + n, p.decay[0]);
+    return;
+  }
+  int64_t c = (i0 / p.decay_inner) % p.decay_channels;
+  int64_t r = i0 % p.decay_inner;
+  for (int64_t j = 0; j < n; ++j) {
+    k[j] = p.decay[c];
+    if (++r == p.decay_inner) {
+      r = 0;
+      if (++c == p.decay_channels) c = 0;
+    }
+  }
 }
 
 template <Charge C, Fire F, bool HARD>
@@ -107,6 +128,7 @@ void forward_range(const NeuronParams& p, int64_t begin, int64_t end) {
   const VecF vr(HARD ? p.v_reset : 0.f), tau(p.tau), tau_a(p.tau_adapt);
   const bool tau_pow2 = is_pow2(p.tau);
   const VecF inv_tau(1.f / p.tau);
+  const bool stream = use_streaming(p.spikes, p);
   alignas(64) float vbuf[kBlock], abuf[kBlock], kbuf[kBlock];
   for (int64_t i0 = begin; i0 < end; i0 += kBlock) {
     const int64_t nb = std::min(kBlock, end - i0);
@@ -126,7 +148,7 @@ void forward_range(const NeuronParams& p, int64_t begin, int64_t end) {
         VecF x = load_any(p.x, row + j, p.dtype, n);
         Step st = fire<F>(charge<C>(v, x, vr, tau, k, inv_tau, tau_pow2), a, fc);
         v = reset<HARD && F != Fire::kInteger>(st, vr, fc.one);
-        store_any(p.spikes, row + j, p.dtype, st.s, n);
+        store_out(p.spikes, row + j, p.dtype, st.s, n, stream);
         store_f32(vbuf + j, v, n);
         if (F == Fire::kAdaptive) store_f32(abuf + j, a - a / tau_a + st.s, n);
         if (p.v_seq) store_f32(p.v_seq + row + j, v, n);
@@ -135,6 +157,7 @@ void forward_range(const NeuronParams& p, int64_t begin, int64_t end) {
     std::copy(vbuf, vbuf + nb, p.v_last + i0);
     if (F == Fire::kAdaptive) std::copy(abuf, abuf + nb, p.a_last + i0);
   }
+  stream_fence();
 }
 
 // dS/du of the surrogate at u = H - threshold.
@@ -195,6 +218,7 @@ void backward_range(const NeuronParams& p, int64_t begin, int64_t end) {
   // x / tau == x * (1 / tau) exactly when tau is a power of two (the default 2.0).
   const bool tau_pow2 = is_pow2(p.tau);
   const VecF inv_tau(1.f / p.tau);
+  const bool stream = use_streaming(p.grad_x, p);
   const int saved = 1 + (kAdapt ? 1 : 0) + (kMul ? 1 : 0);
   const int64_t B = backward_block(T, saved);
   std::vector<float> hbuf(size_t(T * B)), thrbuf(kAdapt ? size_t(T * B) : 0),
@@ -256,7 +280,7 @@ void backward_range(const NeuronParams& p, int64_t begin, int64_t end) {
         if (t > 0) prefetch_row(p.grad_spikes, (t - 1) * N + i0 + j, p.dtype);
         VecF gs = load_any(p.grad_spikes, t * N + i0 + j, p.dtype, n);
         if (kAdapt) gs = gs + ga;
-        if (!p.detach_reset) gs = gs + gv * (kHardReset ? vr - h : zero - st.thr);
+        if (!p.detach_reset) gs = vfma(gv, kHardReset ? vr - h : zero - st.thr, gs);
         VecF gh;
         if (F == Fire::kInteger) {
           VecF u = h / fc.vth;
@@ -264,7 +288,7 @@ void backward_range(const NeuronParams& p, int64_t begin, int64_t end) {
           gh = (gs * inside) / fc.vth + gv;
         } else {
           VecF sg = surrogate_grad(p.surrogate, h - st.thr, alpha);
-          gh = gs * sg + (kHardReset ? gv * (one - st.s) : gv);
+          gh = vfma(gs, sg, kHardReset ? gv * (one - st.s) : gv);
           if (kAdapt) {
             VecF gthr = zero - gs * sg;
             // The soft reset subtracts the (undetached) threshold: V = H - S thr.
@@ -293,7 +317,7 @@ void backward_range(const NeuronParams& p, int64_t begin, int64_t end) {
           VecF term = gh * load_f32(dkbuf.data() + t * B + j, n);
           store_f32(gkbuf + j, t == T - 1 ? term : load_f32(gkbuf + j, n) + term, n);
         }
-        store_any(p.grad_x, t * N + i0 + j, p.dtype, gx, n);
+        store_out(p.grad_x, t * N + i0 + j, p.dtype, gx, n, stream);
         store_f32(vbuf + j, gvp, n);
       }
     }
@@ -301,6 +325,7 @@ void backward_range(const NeuronParams& p, int64_t begin, int64_t end) {
     if (kAdapt && p.grad_a0) std::copy(abuf, abuf + nb, p.grad_a0 + i0);
     if (kMul && p.grad_decay) std::copy(gkbuf, gkbuf + nb, p.grad_decay + i0);
   }
+  stream_fence();
 }
 
 using RangeFn = void (*)(const NeuronParams&, int64_t, int64_t);

@@ -76,12 +76,21 @@ SPIKEOPS_INLINE void store_bf16(uint16_t* p, VecF a) {
   r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(r));
 }
+// Non-temporal stores of a full vector to a 64-byte (f32) / 32-byte (16-bit) aligned
+// address: no read-for-ownership of the destination line.
+SPIKEOPS_INLINE void stream_f32(float* p, VecF a) { _mm512_stream_ps(p, a.v); }
+SPIKEOPS_INLINE void stream_16(uint16_t* p, __m256i h) {
+  _mm256_stream_si256(reinterpret_cast<__m256i*>(p), h);
+}
 SPIKEOPS_INLINE VecF load_f16(const uint16_t* p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 SPIKEOPS_INLINE void store_f16(uint16_t* p, VecF a) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
+// a * b + c, fused where the ISA has FMA. Only gradient code uses it: the forward
+// must round every operation separately to match PyTorch bit for bit.
+SPIKEOPS_INLINE VecF vfma(VecF a, VecF b, VecF c) { return _mm512_fmadd_ps(a.v, b.v, c.v); }
 SPIKEOPS_INLINE VecF vexp2i(VecF n) {  // 2^n for integral n in [-126, 127]
   __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n.v), _mm512_set1_epi32(127)), 23);
   return _mm512_castsi512_ps(e);
@@ -126,12 +135,14 @@ SPIKEOPS_INLINE void store_bf16(uint16_t* p, VecF a) {
   __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
 }
+SPIKEOPS_INLINE void stream_f32(float* p, VecF a) { _mm256_stream_ps(p, a.v); }
 SPIKEOPS_INLINE VecF load_f16(const uint16_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 SPIKEOPS_INLINE void store_f16(uint16_t* p, VecF a) {
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
+SPIKEOPS_INLINE VecF vfma(VecF a, VecF b, VecF c) { return _mm256_fmadd_ps(a.v, b.v, c.v); }
 SPIKEOPS_INLINE VecF vexp2i(VecF n) {
   __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n.v), _mm256_set1_epi32(127)), 23);
   return _mm256_castsi256_ps(e);
@@ -165,6 +176,7 @@ SPIKEOPS_INLINE VecF load_bf16(const uint16_t* p) { return VecF(bf16_to_f32(*p))
 SPIKEOPS_INLINE void store_bf16(uint16_t* p, VecF a) { *p = f32_to_bf16(a.v); }
 SPIKEOPS_INLINE VecF load_f16(const uint16_t* p) { return VecF(f16_to_f32(*p)); }
 SPIKEOPS_INLINE void store_f16(uint16_t* p, VecF a) { *p = f32_to_f16(a.v); }
+SPIKEOPS_INLINE VecF vfma(VecF a, VecF b, VecF c) { return VecF(a.v * b.v + c.v); }  // no FMA unit assumed
 SPIKEOPS_INLINE VecF vexp2i(VecF n) { return VecF(std::ldexp(1.f, int(n.v))); }
 #endif
 
@@ -175,16 +187,15 @@ SPIKEOPS_INLINE VecF vexp2i(VecF n) { return VecF(std::ldexp(1.f, int(n.v))); }
 SPIKEOPS_INLINE VecF vexp(VecF x) {
   x = vmin(vmax(x, VecF(-87.0f)), VecF(88.0f));
   VecF n = vrint(x * VecF(1.44269504088896341f));
-  VecF r = x - n * VecF(0.693359375f);
-  r = r - n * VecF(-2.12194440e-4f);
+  VecF r = vfma(n, VecF(-0.693359375f), x);
+  r = vfma(n, VecF(2.12194440e-4f), r);
   VecF p(1.9875691500e-4f);
-  p = p * r + VecF(1.3981999507e-3f);
-  p = p * r + VecF(8.3334519073e-3f);
-  p = p * r + VecF(4.1665795894e-2f);
-  p = p * r + VecF(1.6666665459e-1f);
-  p = p * r + VecF(5.0000001201e-1f);
-  VecF r2 = r * r;
-  p = p * r2 + r + VecF(1.f);
+  p = vfma(p, r, VecF(1.3981999507e-3f));
+  p = vfma(p, r, VecF(8.3334519073e-3f));
+  p = vfma(p, r, VecF(4.1665795894e-2f));
+  p = vfma(p, r, VecF(1.6666665459e-1f));
+  p = vfma(p, r, VecF(5.0000001201e-1f));
+  p = vfma(p, r * r, r) + VecF(1.f);
   return p * vexp2i(n);
 }
 
@@ -229,6 +240,25 @@ SPIKEOPS_INLINE VecF load_any(const void* base, int64_t i, DType dt, int n) {
 }
 SPIKEOPS_INLINE void store_any(void* base, int64_t i, DType dt, VecF a, int n) {
   if (n == kWidth) store(base, i, dt, a); else store_partial(base, i, dt, a, n);
+}
+
+// Full-vector store that bypasses the caches when `stream` (the caller checked the
+// alignment): for outputs far larger than the caches, which nothing reads back soon.
+SPIKEOPS_INLINE void store_out(void* base, int64_t i, DType dt, VecF a, int n, bool stream) {
+#if defined(SPIKEOPS_ISA_avx512) || defined(SPIKEOPS_ISA_avx2)
+  if (stream && n == kWidth && dt == DType::kFloat32) {
+    stream_f32(static_cast<float*>(base) + i, a);
+    return;
+  }
+#endif
+  (void)stream;
+  store_any(base, i, dt, a, n);
+}
+
+SPIKEOPS_INLINE void stream_fence() {
+#if defined(SPIKEOPS_ISA_avx512) || defined(SPIKEOPS_ISA_avx2)
+  _mm_sfence();
+#endif
 }
 
 }  // namespace SPIKEOPS_ISA
