@@ -20,6 +20,10 @@ if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
 fi
 "${PIP[@]}" install "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.24" "ninja>=1.10" \
   numpy "pytest>=7" "pytest-benchmark>=4" tqdm rich
+# Peers for the benchmarks and the parity tests; SpikingJelly's pinned deps would pull
+# another torch, so it comes without them (loguru is all its import needs).
+"${PIP[@]}" install --no-deps "spikingjelly==2.0.0" loguru \
+  || echo "setup: SpikingJelly not installed; peer columns and parity tests will be skipped"
 # Parallel compile on every core; the build dir (build/) makes re-runs incremental.
 CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} \
   "${PIP[@]}" install --no-build-isolation --no-deps .

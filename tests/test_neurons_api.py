@@ -7,7 +7,8 @@ from torch import nn
 
 import spikeops
 from spikeops import ops, ref
-from spikeops.nn import ALIF, IF, ILIF, LIF, PLIF, MultiStepLIFNode, reset_net
+from spikeops.nn import (ALIF, IF, ILIF, LIF, PLIF, MultiStepLIFNode, MultiStepParametricLIFNode,
+                         reset_net)
 
 from conftest import skip_unless
 
@@ -118,6 +119,8 @@ def test_modules_match_ops():
     assert a.a is not None
     old = MultiStepLIFNode(tau=2.0, v_threshold=0.5, detach_reset=True, backend="cupy")
     torch.testing.assert_close(old(x), ops.lif(x, v_threshold=0.5, detach_reset=True)[0])
+    old_p = MultiStepParametricLIFNode(init_tau=2.0, detach_reset=True, backend="cupy")
+    torch.testing.assert_close(old_p(x), ops.plif(x, old_p.w.detach(), detach_reset=True)[0])
 
 
 def test_plif_module_learns_w():

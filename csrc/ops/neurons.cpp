@@ -192,6 +192,25 @@ Tensor set_mul_charge(NeuronParams& p, const Tensor& x, const Tensor& w, int64_t
   return k;
 }
 
+void set_integer_fire(NeuronParams& p, double v_threshold, int64_t max_level,
+                      const std::string& rounding) {
+  TORCH_CHECK_VALUE(v_threshold > 0, "v_threshold: expected > 0 for integer spikes, got ",
+                    v_threshold);
+  TORCH_CHECK_VALUE(max_level >= 1 && max_level <= (1 << 20), "max_level: expected 1..2^20, got ",
+                    max_level);
+  p.fire = Fire::kInteger;
+  p.max_level = int32_t(max_level);
+  p.rounding = parse_rounding(rounding);
+}
+
+void set_adaptive_fire(NeuronParams& p, double tau_adapt, double beta) {
+  check_tau(tau_adapt, "tau_adapt");
+  TORCH_CHECK_VALUE(std::isfinite(beta), "beta: expected a finite value, got ", beta);
+  p.fire = Fire::kAdaptive;
+  p.tau_adapt = float(tau_adapt);
+  p.beta = float(beta);
+}
+
 Tensor reduce_decay_grad(const Tensor& grad_decay, const Tensor& k, const Tensor& w,
                          const NeuronParams& p) {
   // dL/dw = sum_elements dL/dk * k (1 - k), summed in float64 for a stable order.
@@ -287,15 +306,9 @@ Tensor3 plif_bwd(const NeuronBackend& be, const Tensor& grad_spikes, const OptTe
 Tensor3 ilif_fwd(const NeuronBackend& be, const Tensor& x, const OptTensor& v0, double tau,
                  bool decay_input, double v_threshold, int64_t max_level,
                  const std::string& rounding, bool, bool store_v_seq) {
-  TORCH_CHECK_VALUE(v_threshold > 0, "v_threshold: expected > 0 for integer spikes, got ",
-                    v_threshold);
-  TORCH_CHECK_VALUE(max_level >= 1 && max_level <= (1 << 20), "max_level: expected 1..2^20, got ",
-                    max_level);
   Forward f = begin_forward(be, x, v0, v_threshold, std::nullopt, store_v_seq);
   set_div_charge(f.p, tau, decay_input);
-  f.p.fire = Fire::kInteger;
-  f.p.max_level = int32_t(max_level);
-  f.p.rounding = parse_rounding(rounding);
+  set_integer_fire(f.p, v_threshold, max_level, rounding);
   c10::DeviceGuard guard(x.device());
   be.forward(f.p);
   return {f.spikes, f.v_last, f.v_seq};
@@ -306,16 +319,10 @@ std::tuple<Tensor, Tensor> ilif_bwd(const NeuronBackend& be, const Tensor& grad_
                                     const OptTensor& v0, double tau, bool decay_input,
                                     double v_threshold, int64_t max_level,
                                     const std::string& rounding, bool detach_reset) {
-  TORCH_CHECK_VALUE(v_threshold > 0, "v_threshold: expected > 0 for integer spikes, got ",
-                    v_threshold);
-  TORCH_CHECK_VALUE(max_level >= 1 && max_level <= (1 << 20), "max_level: expected 1..2^20, got ",
-                    max_level);
   Backward b = begin_backward(be, grad_spikes, grad_v_last, x, v0, v_threshold, std::nullopt,
                               "sigmoid", 1.0, detach_reset);
   set_div_charge(b.p, tau, decay_input);
-  b.p.fire = Fire::kInteger;
-  b.p.max_level = int32_t(max_level);
-  b.p.rounding = parse_rounding(rounding);
+  set_integer_fire(b.p, v_threshold, max_level, rounding);
   c10::DeviceGuard guard(x.device());
   be.backward(b.p);
   return {b.grad_x, b.grad_v0};
@@ -326,13 +333,9 @@ Tensor4 alif_fwd(const NeuronBackend& be, const Tensor& x, const OptTensor& v0, 
                  double tau_adapt, double beta, const std::string& surrogate, double alpha,
                  bool, bool store_v_seq) {
   parse_surrogate(surrogate, alpha);
-  check_tau(tau_adapt, "tau_adapt");
-  TORCH_CHECK_VALUE(std::isfinite(beta), "beta: expected a finite value, got ", beta);
   Forward f = begin_forward(be, x, v0, v_threshold, v_reset, store_v_seq);
   set_div_charge(f.p, tau, decay_input);
-  f.p.fire = Fire::kAdaptive;
-  f.p.tau_adapt = float(tau_adapt);
-  f.p.beta = float(beta);
+  set_adaptive_fire(f.p, tau_adapt, beta);
   f.p.a0 = state_ptr(a0, x, "a0");
   f.a_last = new_output(be, f.v_last.sizes(), f.v_last.options());
   f.p.a_last = f.a_last.data_ptr<float>();
@@ -346,14 +349,10 @@ Tensor3 alif_bwd(const NeuronBackend& be, const Tensor& grad_spikes, const OptTe
                  const OptTensor& a0, double tau, bool decay_input, double v_threshold,
                  std::optional<double> v_reset, double tau_adapt, double beta,
                  const std::string& surrogate, double alpha, bool detach_reset) {
-  check_tau(tau_adapt, "tau_adapt");
-  TORCH_CHECK_VALUE(std::isfinite(beta), "beta: expected a finite value, got ", beta);
   Backward b = begin_backward(be, grad_spikes, grad_v_last, x, v0, v_threshold, v_reset, surrogate,
                               alpha, detach_reset);
   set_div_charge(b.p, tau, decay_input);
-  b.p.fire = Fire::kAdaptive;
-  b.p.tau_adapt = float(tau_adapt);
-  b.p.beta = float(beta);
+  set_adaptive_fire(b.p, tau_adapt, beta);
   b.p.a0 = state_ptr(a0, x, "a0");
   Tensor ga;
   if (grad_a_last.has_value() && grad_a_last->defined()) {

@@ -1,4 +1,5 @@
 """Modules built on spikeops ops."""
 from .neurons import (  # noqa: F401
     ALIF, IF, ILIF, LIF, PLIF, IFNode, LIFNode, MemoryModule, MultiStepLIFNode,
+    MultiStepParametricLIFNode,
     ParametricLIFNode, reset_net, surrogate_spec)

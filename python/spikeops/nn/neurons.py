@@ -16,6 +16,7 @@ from .. import ops
 from ..ref.surrogate import SURROGATES
 
 __all__ = ["MemoryModule", "LIF", "IF", "PLIF", "ILIF", "ALIF", "MultiStepLIFNode",
+           "MultiStepParametricLIFNode",
            "LIFNode", "IFNode", "ParametricLIFNode", "reset_net", "surrogate_spec"]
 
 # SpikingJelly surrogate class names -> ours.
@@ -226,5 +227,16 @@ class MultiStepLIFNode(LIF):
                  surrogate_function="sigmoid", detach_reset=False, backend="torch",
                  lava_s_cale=1 << 6, **kwargs):
         super().__init__(tau=tau, decay_input=decay_input, v_threshold=v_threshold,
+                         v_reset=v_reset, surrogate_function=surrogate_function,
+                         detach_reset=detach_reset, step_mode="m", backend=backend, **kwargs)
+
+
+class MultiStepParametricLIFNode(PLIF):
+    """SpikingJelly's old ``MultiStepParametricLIFNode`` signature (Spike-driven Transformer);
+    ``backend`` is accepted and ignored."""
+
+    def __init__(self, init_tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0,
+                 surrogate_function="sigmoid", detach_reset=False, backend="torch", **kwargs):
+        super().__init__(init_tau=init_tau, decay_input=decay_input, v_threshold=v_threshold,
                          v_reset=v_reset, surrogate_function=surrogate_function,
                          detach_reset=detach_reset, step_mode="m", backend=backend, **kwargs)
