@@ -211,3 +211,18 @@ def test_native_checks_name_the_argument(name, call):
 def test_cpu_isa_switch_rejects_unknown_names():
     with pytest.raises(Exception, match="isa"):
         spikeops.set_cpu_isa("sse9")
+
+
+def test_compile_fullgraph_stateful_modules():
+    torch._dynamo.reset()
+    net = nn.Sequential(nn.Linear(16, 32), LIF(tau=2.0, detach_reset=True), nn.Linear(32, 4),
+                        PLIF(channels=4, channel_dim=-1))
+    x = torch.randn(4, 8, 16) * 3
+    eager = net(x)
+    reset_net(net)
+    compiled = torch.compile(net, fullgraph=True)
+    out = compiled(x)
+    torch.testing.assert_close(out, eager, rtol=0, atol=0)
+    assert net[1].v is not None  # the membrane state was written back by the compiled graph
+    out.sum().backward()
+    assert net[3].w.grad is not None
