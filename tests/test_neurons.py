@@ -311,3 +311,32 @@ def test_gradient_error_at_most_twice_the_reference(cpu_isa, name, kernel, refn,
         err_ref = (gr.double() - gd).abs().max().item()
         floor = 2 * torch.finfo(torch.float32).eps * gd.abs().max().item()
         assert err_kernel <= 2 * err_ref + floor, (err_kernel, err_ref)
+
+
+@pytest.mark.parametrize("surrogate", ["sigmoid", "piecewise_exp", "erf", "triangle", "atan"])
+@pytest.mark.parametrize("v_reset,detach_reset", [(None, False), (0.0, True)])
+def test_nan_gradients_propagate_like_reference(cpu_isa, surrogate, v_reset, detach_reset):
+    x = make_input((4, 40), torch.float32)
+    x[0, 3] = float("nan")
+    x[2, 17] = float("inf")
+    k, r = run_both(ops.lif, ref.neurons.lif, x, surrogate=surrogate, v_reset=v_reset,
+                    detach_reset=detach_reset)
+    for a, b in zip(k[0] + k[1], r[0] + r[1]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, equal_nan=True)
+    assert torch.isnan(k[1][0][:, 3]).any()  # the NaN element's gradient is NaN, not zero
+
+
+def test_cpu_output_pool_stays_within_its_limit_and_can_be_emptied():
+    from spikeops import _extension
+    limit = _extension._C.cpu_pool_stats()["limit_bytes"]
+    for n in (1 << 17, 3 << 16, 5 << 15, 1 << 18, 1 << 17):  # several pooled sizes
+        x = make_input((8, n), torch.float32)
+        s, v = ops.lif(x)
+        s_r, v_r = ref.neurons.lif(x)
+        assert torch.equal(s, s_r)
+        del s, v
+        assert _extension._C.cpu_pool_stats()["cached_bytes"] <= limit
+    spikeops.empty_cpu_cache()
+    assert _extension._C.cpu_pool_stats()["cached_bytes"] == 0
+    s, _ = ops.lif(make_input((8, 1 << 17), torch.float32))  # allocates afresh after emptying
+    assert s.shape == (8, 1 << 17)

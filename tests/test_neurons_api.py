@@ -164,6 +164,10 @@ BAD = [
     ("v_threshold", ValueError, lambda: ops.lif(torch.randn(3, 4), v_threshold=float("inf"))),
     ("v_threshold", ValueError, lambda: ops.ilif(torch.randn(3, 4), v_threshold=0.0)),
     ("max_level", ValueError, lambda: ops.ilif(torch.randn(3, 4), max_level=0)),
+    ("max_level", ValueError, lambda: ops.ilif(torch.randn(3, 4).bfloat16(), max_level=257)),
+    ("max_level", ValueError, lambda: ops.ilif(torch.randn(3, 4).half(), max_level=4096)),
+    ("v_threshold", ValueError, lambda: ops.lif(torch.randn(3, 4), v_threshold=1e39)),
+    ("beta", ValueError, lambda: ops.alif(torch.randn(3, 4), beta=1e39)),
     ("rounding", ValueError, lambda: ops.ilif(torch.randn(3, 4), rounding="down")),
     ("w", ValueError, lambda: ops.plif(torch.randn(3, 2, 4), torch.randn(3))),
     ("w", ValueError, lambda: ops.plif(torch.randn(3, 2, 4), torch.randn(2, 4))),
@@ -199,6 +203,10 @@ BAD_NATIVE = [  # the same checks inside the C++ ops, for callers of torch.ops d
                                        0.0, "sigmoid", 4.0, False, False)),
     ("rounding", lambda: OPS.ilif_fwd.default(torch.randn(3, 4), None, 2.0, True, 1.0, 4, "x",
                                               True, False)),
+    ("max_level", lambda: OPS.ilif_fwd.default(torch.randn(3, 4).bfloat16(), None, 2.0, True, 1.0,
+                                               300, "half_even", True, False)),
+    ("v_threshold", lambda: OPS.lif_fwd.default(torch.randn(3, 4), None, 2.0, True, 1e39, 0.0,
+                                                "sigmoid", 4.0, False, False)),
 ]
 
 
@@ -226,3 +234,30 @@ def test_compile_fullgraph_stateful_modules():
     assert net[1].v is not None  # the membrane state was written back by the compiled graph
     out.sum().backward()
     assert net[3].w.grad is not None
+
+
+def test_double_backward_is_refused_not_zero():
+    x = torch.randn(4, 3, 5, requires_grad=True)
+    s, v = ops.lif(x)
+    (g,) = torch.autograd.grad(s.sum() + (v ** 2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad((g ** 2).sum(), x)
+
+
+def test_single_step_plif_channel_dim_counts_the_module_input():
+    x = torch.randn(5, 2, 3, 4) * 2  # [T, B, C, L]
+    multi = PLIF(channels=3, step_mode="m")
+    single = PLIF(channels=3, step_mode="s")
+    with torch.no_grad():
+        single.w.copy_(torch.randn(3))
+        multi.w.copy_(single.w)
+    out_s = torch.stack([single(x[t]) for t in range(5)])
+    torch.testing.assert_close(out_s, multi(x), rtol=0, atol=0)
+
+
+def test_module_state_on_another_device_is_reported():
+    m = LIF()
+    m(torch.randn(2, 3))
+    m.v = m.v.to("meta")
+    with pytest.raises(ValueError, match="device"):
+        m(torch.randn(2, 3))

@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <utility>
+#include <vector>
 
 namespace spikeops {
 namespace cpu {
@@ -17,7 +19,7 @@ class Pool {
  public:
   Pool() {
     const char* env = std::getenv("SPIKEOPS_CPU_POOL_MB");
-    limit_ = (env && *env) ? size_t(std::max(0L, std::atol(env))) << 20 : size_t(1024) << 20;
+    limit_ = (env && *env) ? size_t(std::max(0L, std::atol(env))) << 20 : size_t(512) << 20;
   }
 
   void* take(size_t bytes) {
@@ -25,7 +27,8 @@ class Pool {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = free_.find(bytes);
       if (it != free_.end()) {
-        void* p = it->second;
+        void* p = it->second.ptr;
+        order_.erase(it->second.tick);
         free_.erase(it);
         cached_ -= bytes;
         ++hits_;
@@ -41,26 +44,39 @@ class Pool {
     return p;
   }
 
+  // Keeps the block just returned (the likeliest to be asked for next), evicting
+  // the blocks cached longest ago when over the limit.
   void give_back(void* p, size_t bytes) {
+    std::vector<void*> evicted;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (cached_ + bytes <= limit_) {
-        free_.emplace(bytes, p);
+      if (bytes > limit_) {
+        evicted.push_back(p);
+      } else {
+        while (cached_ + bytes > limit_) {
+          auto oldest = order_.begin();
+          evicted.push_back(oldest->second.first);
+          cached_ -= oldest->second.second;
+          remove_free(oldest->second.second, oldest->second.first);
+          order_.erase(oldest);
+        }
+        free_.emplace(bytes, FreeBlock{p, tick_});
+        order_.emplace(tick_++, std::make_pair(p, bytes));
         cached_ += bytes;
-        return;
       }
     }
-    std::free(p);
+    for (void* q : evicted) std::free(q);
   }
 
   void release() {
-    std::multimap<size_t, void*> drop;
+    std::multimap<size_t, FreeBlock> drop;
     {
       std::lock_guard<std::mutex> lock(mu_);
       drop.swap(free_);
+      order_.clear();
       cached_ = 0;
     }
-    for (auto& kv : drop) std::free(kv.second);
+    for (auto& kv : drop) std::free(kv.second.ptr);
   }
 
   bool enabled() const { return limit_ > 0; }
@@ -70,8 +86,24 @@ class Pool {
   }
 
  private:
+  struct FreeBlock {
+    void* ptr;
+    uint64_t tick;
+  };
+
+  void remove_free(size_t bytes, void* p) {
+    auto range = free_.equal_range(bytes);
+    for (auto it = range.first; it != range.second; ++it)
+      if (it->second.ptr == p) {
+        free_.erase(it);
+        return;
+      }
+  }
+
   std::mutex mu_;
-  std::multimap<size_t, void*> free_;
+  std::multimap<size_t, FreeBlock> free_;             // by size, for reuse
+  std::map<uint64_t, std::pair<void*, size_t>> order_;  // by age, for eviction
+  uint64_t tick_ = 0;
   size_t limit_ = 0, cached_ = 0;
   int64_t hits_ = 0, misses_ = 0;
 };

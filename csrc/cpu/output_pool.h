@@ -6,8 +6,9 @@
 // time in the kernel's page-fault handler. Outputs of 1 MiB and more are therefore
 // taken from this pool: blocks are 2 MiB-aligned (transparent huge pages where the
 // OS allows), handed out as tensors whose deleter returns them here, and reused
-// by the next call with the same rounded size. SPIKEOPS_CPU_POOL_MB caps the
-// cached bytes (default 1024; 0 disables the pool).
+// by the next call with the same rounded size; the oldest cached blocks are freed
+// first. SPIKEOPS_CPU_POOL_MB caps the cached bytes (default 512; 0 disables it).
+// Pooled tensors' storage cannot grow (resize_ / out= to a larger size raise).
 #pragma once
 #include <ATen/ATen.h>
 

@@ -10,6 +10,9 @@
 namespace spikeops {
 namespace {
 
+// Parameters are used as float32: finite as a double is not enough (1e39 is inf).
+bool finite_f32(double v) { return std::isfinite(static_cast<float>(v)); }
+
 // SPIKEOPS_POISON_EMPTY=1 (set by the test suite) fills every output with NaN
 // before the kernel runs, so an element a kernel forgets to write shows up.
 bool poison_outputs() {
@@ -59,22 +62,22 @@ const float* state_ptr(const OptTensor& s, const Tensor& x, const char* name) {
 }
 
 void check_tau(double tau, const char* name) {
-  TORCH_CHECK_VALUE(std::isfinite(tau) && tau > 1.0, name, ": expected a finite value > 1, got ",
+  TORCH_CHECK_VALUE(finite_f32(tau) && tau > 1.0, name, ": expected a finite value > 1, got ",
                     tau);
 }
 
 void check_threshold(double v_threshold, std::optional<double> v_reset) {
-  TORCH_CHECK_VALUE(std::isfinite(v_threshold), "v_threshold: expected a finite value, got ",
+  TORCH_CHECK_VALUE(finite_f32(v_threshold), "v_threshold: expected a finite float32 value, got ",
                     v_threshold);
-  TORCH_CHECK_VALUE(!v_reset.has_value() || std::isfinite(*v_reset),
-                    "v_reset: expected a finite value or None, got ", *v_reset);
+  TORCH_CHECK_VALUE(!v_reset.has_value() || finite_f32(*v_reset),
+                    "v_reset: expected a finite float32 value or None, got ", v_reset.value_or(0));
 }
 
 Surrogate parse_surrogate(const std::string& name, double alpha) {
   static const char* names[] = {"sigmoid", "atan", "piecewise_quadratic", "piecewise_exp",
                                 "soft_sign", "super_spike", "erf", "rectangle", "triangle"};
-  TORCH_CHECK_VALUE(std::isfinite(alpha) && alpha > 0, "alpha: expected a finite value > 0, got ",
-                    alpha);
+  TORCH_CHECK_VALUE(finite_f32(alpha) && float(alpha) > 0,
+                    "alpha: expected a finite float32 value > 0, got ", alpha);
   for (int i = 0; i < 9; ++i)
     if (name == names[i]) return static_cast<Surrogate>(i);
   TORCH_CHECK_VALUE(false, "surrogate: unknown name '", name,
@@ -194,10 +197,13 @@ Tensor set_mul_charge(NeuronParams& p, const Tensor& x, const Tensor& w, int64_t
 
 void set_integer_fire(NeuronParams& p, double v_threshold, int64_t max_level,
                       const std::string& rounding) {
-  TORCH_CHECK_VALUE(v_threshold > 0, "v_threshold: expected > 0 for integer spikes, got ",
+  TORCH_CHECK_VALUE(float(v_threshold) > 0, "v_threshold: expected > 0 for integer spikes, got ",
                     v_threshold);
-  TORCH_CHECK_VALUE(max_level >= 1 && max_level <= (1 << 20), "max_level: expected 1..2^20, got ",
-                    max_level);
+  // Every level must be exact in the spike dtype (bf16: 8 significant bits, fp16: 11).
+  const int64_t exact = p.dtype == DType::kBFloat16 ? 256 : p.dtype == DType::kFloat16 ? 2048
+                                                                                        : (1 << 20);
+  TORCH_CHECK_VALUE(max_level >= 1 && max_level <= exact, "max_level: expected 1..", exact,
+                    " for this dtype (levels must be exact in it), got ", max_level);
   p.fire = Fire::kInteger;
   p.max_level = int32_t(max_level);
   p.rounding = parse_rounding(rounding);
@@ -205,7 +211,7 @@ void set_integer_fire(NeuronParams& p, double v_threshold, int64_t max_level,
 
 void set_adaptive_fire(NeuronParams& p, double tau_adapt, double beta) {
   check_tau(tau_adapt, "tau_adapt");
-  TORCH_CHECK_VALUE(std::isfinite(beta), "beta: expected a finite value, got ", beta);
+  TORCH_CHECK_VALUE(finite_f32(beta), "beta: expected a finite float32 value, got ", beta);
   p.fire = Fire::kAdaptive;
   p.tau_adapt = float(tau_adapt);
   p.beta = float(beta);

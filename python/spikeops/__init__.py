@@ -40,9 +40,16 @@ def set_cpu_isa(isa: str) -> None:
     _extension._C.set_cpu_isa(isa)
 
 
+def empty_cpu_cache() -> None:
+    """Free the cached (unused) large CPU output buffers (see SPIKEOPS_CPU_POOL_MB)."""
+    if _extension.AVAILABLE:
+        _extension._C.cpu_pool_release()
+
+
 def cpu_isa() -> str | None:
     """The CPU kernel variant in use (None without the extension)."""
     return _extension._C.cpu_isa() if _extension.AVAILABLE else None
 
 
-__all__ = ["ops", "ref", "nn", "info", "set_cpu_isa", "cpu_isa", "__version__"]
+__all__ = ["ops", "ref", "nn", "info", "set_cpu_isa", "cpu_isa", "empty_cpu_cache",
+           "__version__"]

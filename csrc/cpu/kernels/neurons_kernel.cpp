@@ -193,7 +193,7 @@ SPIKEOPS_INLINE VecF surrogate_grad(Surrogate sg, VecF u, VecF alpha) {
     case Surrogate::kRectangle: return select(lt(vabs(u), alpha * half), one / alpha, zero);
     default: {  // triangle
       VecF r = one - vabs(u) / alpha;
-      return select(lt(zero, r), r, zero) / alpha;
+      return vmax(zero, r) / alpha;  // r second: NaN propagates like torch.clamp
     }
   }
 }

@@ -177,15 +177,18 @@ SPIKEOPS_INLINE void store_bf16(uint16_t* p, VecF a) { *p = f32_to_bf16(a.v); }
 SPIKEOPS_INLINE VecF load_f16(const uint16_t* p) { return VecF(f16_to_f32(*p)); }
 SPIKEOPS_INLINE void store_f16(uint16_t* p, VecF a) { *p = f32_to_f16(a.v); }
 SPIKEOPS_INLINE VecF vfma(VecF a, VecF b, VecF c) { return VecF(a.v * b.v + c.v); }  // no FMA unit assumed
-SPIKEOPS_INLINE VecF vexp2i(VecF n) { return VecF(std::ldexp(1.f, int(n.v))); }
+SPIKEOPS_INLINE VecF vexp2i(VecF n) {  // NaN n: any finite scale, the polynomial is NaN
+  return VecF(std::ldexp(1.f, std::isnan(n.v) ? 0 : int(n.v)));
+}
 #endif
 
 
 // exp(x): range reduction x = n ln2 + r, degree-5 polynomial on r, times 2^n.
 // Inputs are clamped so 2^n stays a normal number; the clamped ends are far outside
-// where surrogate gradients matter (they are ~1e-38 there either way).
+// where surrogate gradients matter (they are ~1e-38 there either way). NaN stays NaN.
 SPIKEOPS_INLINE VecF vexp(VecF x) {
-  x = vmin(vmax(x, VecF(-87.0f)), VecF(88.0f));
+  // min/max return their second operand for NaN: keep x second so NaN propagates.
+  x = vmin(VecF(88.0f), vmax(VecF(-87.0f), x));
   VecF n = vrint(x * VecF(1.44269504088896341f));
   VecF r = vfma(n, VecF(-0.693359375f), x);
   r = vfma(n, VecF(2.12194440e-4f), r);

@@ -4,6 +4,10 @@ A module keeps its membrane ``v`` (float32) between calls until :meth:`reset` (o
 :func:`reset_net` on a whole model), so a long sequence can be fed chunk by chunk with the
 same spikes and gradients as one call. ``step_mode="m"`` takes ``x [T, *]``; ``"s"`` takes
 one step ``x [*]``. Inputs are made contiguous here (the ops themselves insist on it).
+
+``store_v_seq=True`` keeps the membrane after reset of every step in ``.v_seq``; unlike
+SpikingJelly's torch backend it is detached (no gradient flows through it), so a loss on
+the membrane must be built from ``spikeops.ref.neurons`` instead.
 """
 from __future__ import annotations
 
@@ -80,9 +84,10 @@ class _Neuron(MemoryModule):
             return None
         if tuple(self.v.shape) != tuple(x.shape[1:]) or self.v.device != x.device:
             raise ValueError(
-                f"{type(self).__name__}: the input's per-step shape {tuple(x.shape[1:])} differs "
-                f"from the stored membrane {tuple(self.v.shape)}; call reset() (or "
-                "spikeops.nn.reset_net) between sequences")
+                f"{type(self).__name__}: the input (per-step shape {tuple(x.shape[1:])}, device "
+                f"{x.device}) does not match the stored membrane (shape {tuple(self.v.shape)}, "
+                f"device {self.v.device}); call reset() (or spikeops.nn.reset_net) between "
+                "sequences and after moving the model")
         return self.v
 
     def _call(self, x, v0):  # returns (spikes, v_last, v_seq or None)
@@ -140,12 +145,14 @@ class IF(_Neuron):
 class PLIF(_Neuron):
     """Parametric LIF (SpikingJelly ``ParametricLIFNode``): learnable ``w`` with
     ``1 / tau = sigmoid(w)``, initialised from ``init_tau``. ``channels=C`` learns one
-    ``w`` per channel along ``channel_dim`` of x (default: one shared scalar).
+    ``w`` per channel along ``channel_dim`` of the module's input (default: one shared
+    scalar; ``channel_dim=None`` means 2 for ``[T, B, C, ...]`` in step_mode "m" and 1 for
+    ``[B, C, ...]`` in step_mode "s").
     """
 
     def __init__(self, init_tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0,
                  surrogate_function="sigmoid", detach_reset=False, step_mode="m",
-                 store_v_seq=False, backend=None, channels=None, channel_dim=2):
+                 store_v_seq=False, backend=None, channels=None, channel_dim=None):
         super().__init__(v_threshold, v_reset, surrogate_function, detach_reset, step_mode,
                          store_v_seq, backend)
         init_tau = float(init_tau)
@@ -155,11 +162,16 @@ class PLIF(_Neuron):
         shape = () if channels is None else (int(channels),)
         self.w = nn.Parameter(torch.full(shape, w0))
         self.decay_input = bool(decay_input)
+        if channel_dim is None:
+            channel_dim = 2 if step_mode == "m" else 1
         self.channel_dim = int(channel_dim)
 
     def _call(self, x, v0):
-        # In single-step mode x gained a leading T axis; the channel axis moves with it.
-        out = ops.plif(x, self.w, v0, channel_dim=self.channel_dim, decay_input=self.decay_input,
+        # In single-step mode x gained a leading T axis: a non-negative channel dim moves by one.
+        cd = self.channel_dim
+        if self.step_mode == "s" and cd >= 0:
+            cd += 1
+        out = ops.plif(x, self.w, v0, channel_dim=cd, decay_input=self.decay_input,
                        v_threshold=self.v_threshold, v_reset=self.v_reset,
                        detach_reset=self.detach_reset, surrogate=self.surrogate,
                        alpha=self.alpha, store_v_seq=self.store_v_seq)

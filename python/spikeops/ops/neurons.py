@@ -14,6 +14,7 @@ autograd formulas are registered below, so they run inside ``torch.compile(fullg
 from __future__ import annotations
 
 import math
+import struct
 
 import torch
 
@@ -63,17 +64,25 @@ def _check_state(s, x, name):
 
 def _check_tau(tau, name="tau"):
     tau = float(tau)
-    if not (math.isfinite(tau) and tau > 1.0):
+    if not (finite_f32(tau) and tau > 1.0):
         raise ValueError(f"{name}: expected a finite value > 1, got {tau}")
     return tau
+
+
+def finite_f32(value: float) -> bool:
+    """Whether ``value`` stays finite as float32, the precision the kernels use."""
+    try:
+        return math.isfinite(struct.unpack("f", struct.pack("f", value))[0])
+    except OverflowError:
+        return False
 
 
 def _check_finite(value, name, allow_none=False):
     if value is None and allow_none:
         return None
     value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name}: expected a finite number, got {value}")
+    if not finite_f32(value):
+        raise ValueError(f"{name}: expected a finite float32 number, got {value}")
     return value
 
 
@@ -188,10 +197,13 @@ def ilif(x, v0=None, *, tau=2.0, decay_input=True, v_threshold=1.0, max_level=4,
     _check_state(v0, x, "v0")
     tau = _check_tau(tau)
     v_threshold = _check_finite(v_threshold, "v_threshold")
-    if v_threshold <= 0:
+    if not struct.unpack("f", struct.pack("f", v_threshold))[0] > 0:
         raise ValueError(f"v_threshold: expected > 0 for integer spikes, got {v_threshold}")
-    if isinstance(max_level, bool) or int(max_level) != max_level or not 1 <= max_level <= 2**20:
-        raise ValueError(f"max_level: expected an integer in 1..2**20, got {max_level!r}")
+    # Every level must be exact in the spike dtype (bf16 has 8 significant bits, fp16 11).
+    exact = {torch.bfloat16: 256, torch.float16: 2048}.get(x.dtype, 2**20)
+    if isinstance(max_level, bool) or int(max_level) != max_level or not 1 <= max_level <= exact:
+        raise ValueError(f"max_level: expected an integer in 1..{exact} for {x.dtype} (levels "
+                         f"must be exact in it), got {max_level!r}")
     if rounding not in _ROUNDINGS:
         raise ValueError(f"rounding: expected one of {_ROUNDINGS}, got {rounding!r}")
     if not _native():
@@ -372,5 +384,17 @@ def _register():
     reg_ag(lib + "alif_fwd", alif_backward, setup_context=alif_setup)
 
 
+def _register_no_double_backward():
+    """The backward ops have no derivative of their own: say so instead of returning zeros."""
+    def refuse(ctx, *grads):
+        raise RuntimeError("spikeops neurons: double backward (a gradient of the gradient, "
+                           "create_graph=True) is not supported; use spikeops.ref.neurons")
+
+    for name in ("lif_bwd", "if_bwd", "plif_bwd", "ilif_bwd", "alif_bwd"):
+        torch.library.register_autograd("spikeops::" + name, refuse,
+                                        setup_context=lambda ctx, inputs, output: None)
+
+
 if _extension.AVAILABLE:
     _register()
+    _register_no_double_backward()

@@ -83,8 +83,11 @@ def plif_decay(w, x, channel_dim):
     k = torch.sigmoid(w.to(_state_dtype(x)))
     if k.dim() == 0:
         return k
+    cd = channel_dim + x.dim() if channel_dim < 0 else channel_dim
+    if not 1 <= cd < x.dim():
+        raise ValueError(f"channel_dim: expected a dimension of x.shape[1:], got {channel_dim}")
     shape = [1] * (x.dim() - 1)
-    shape[channel_dim % x.dim() - 1] = -1
+    shape[cd - 1] = -1
     return k.view(shape)
 
 

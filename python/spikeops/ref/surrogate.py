@@ -32,7 +32,7 @@ def check_surrogate(surrogate: str, alpha: float | None) -> float:
     if alpha is None:
         return SURROGATES[surrogate]
     alpha = float(alpha)
-    if not (alpha > 0 and math.isfinite(alpha)):
+    if not (alpha > 0 and math.isfinite(alpha) and abs(alpha) < 3.4e38):
         raise ValueError(f"alpha: expected a finite number > 0, got {alpha}")
     return alpha
 
