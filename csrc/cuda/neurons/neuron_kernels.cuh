@@ -246,7 +246,7 @@ SPIKEOPS_HD float surrogate_grad(Surrogate sg, float u, float a) {
       return au < 0.5f * a ? 1.f / a : 0.f;
     default: {  // kTriangle
       const float r = 1.f - au / a;
-      return (r > 0.f ? r : 0.f) / a;
+      return (r < 0.f ? 0.f : r) / a;  // NaN passes, like torch.clamp
     }
   }
 }
