@@ -340,3 +340,26 @@ def test_cpu_output_pool_stays_within_its_limit_and_can_be_emptied():
     assert _extension._C.cpu_pool_stats()["cached_bytes"] == 0
     s, _ = ops.lif(make_input((8, 1 << 17), torch.float32))  # allocates afresh after emptying
     assert s.shape == (8, 1 << 17)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_shapes_and_options(cpu_isa, seed):
+    gen = torch.Generator().manual_seed(seed)
+
+    def randint(lo, hi):
+        return int(torch.randint(lo, hi + 1, (1,), generator=gen))
+
+    shape = (randint(1, 20),) + tuple(randint(1, 70) for _ in range(randint(1, 3)))
+    dtype = DTYPES[randint(0, 2)]
+    x = make_input(shape, dtype, scale=0.5 + 2 * float(torch.rand(1, generator=gen)))
+    v0 = torch.randn(shape[1:], generator=gen) * 0.3 if randint(0, 1) else None
+    kw = dict(tau=float(randint(2, 8)) * 0.75 + 0.5, decay_input=bool(randint(0, 1)),
+              v_reset=[0.0, None, -0.1][randint(0, 2)], detach_reset=bool(randint(0, 1)),
+              surrogate=list(SURROGATES)[randint(0, len(SURROGATES) - 1)],
+              v_threshold=0.5 + float(torch.rand(1, generator=gen)))
+    kw["alpha"] = SURROGATES[kw["surrogate"]]
+    k, r = run_both(ops.lif, ref.neurons.lif, x, extra=(v0,), **kw)
+    assert_same(k, r, dtype)
+    a0 = torch.rand(shape[1:], generator=gen) if v0 is not None else None
+    k, r = run_both(ops.alif, ref.neurons.alif, x, extra=(v0, a0), beta=0.2, **kw)
+    assert_same(k, r, dtype)
