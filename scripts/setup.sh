@@ -17,7 +17,10 @@ PIP=("$VPY" -m pip --disable-pip-version-check -q)
 
 if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
   echo "setup: no importable torch; installing ${SPIKEOPS_TORCH:-torch==2.13.0}"
-  "${PIP[@]}" install "${SPIKEOPS_TORCH:-torch==2.13.0}"
+  # Word-split on purpose: SPIKEOPS_TORCH may carry pip options, e.g.
+  # "torch --index-url https://download.pytorch.org/whl/cpu" for a CPU-only wheel.
+  # shellcheck disable=SC2086
+  "${PIP[@]}" install ${SPIKEOPS_TORCH:-torch==2.13.0}
 fi
 
 # "requirement:import name" pairs; prints the requirements whose module is missing.
