@@ -277,6 +277,7 @@ def _register():
         return torch.empty_like(x), _state_like(x)
 
     def lif_setup(ctx, inputs, output):
+        ctx.set_materialize_grads(False)  # unused outputs: None, not a zeros pass
         x, v0 = inputs[0], inputs[1]
         ctx.save_for_backward(x, v0)
         ctx.args = inputs[2:9]  # tau .. detach_reset
@@ -300,6 +301,7 @@ def _register():
         return torch.empty_like(x), _state_like(x)
 
     def if_setup(ctx, inputs, output):
+        ctx.set_materialize_grads(False)  # unused outputs: None, not a zeros pass
         ctx.save_for_backward(inputs[0], inputs[1])
         ctx.args = inputs[2:7]
         ctx.mark_non_differentiable(output[2])
@@ -323,6 +325,7 @@ def _register():
         return torch.empty_like(x), _state_like(x), torch.empty_like(w)
 
     def plif_setup(ctx, inputs, output):
+        ctx.set_materialize_grads(False)  # unused outputs: None, not a zeros pass
         ctx.save_for_backward(inputs[0], inputs[1], inputs[2])
         ctx.args = inputs[3:10]
         ctx.mark_non_differentiable(output[2])
@@ -346,6 +349,7 @@ def _register():
         return torch.empty_like(x), _state_like(x)
 
     def ilif_setup(ctx, inputs, output):
+        ctx.set_materialize_grads(False)  # unused outputs: None, not a zeros pass
         ctx.save_for_backward(inputs[0], inputs[1])
         ctx.args = inputs[2:8]
         ctx.mark_non_differentiable(output[2])
@@ -370,6 +374,7 @@ def _register():
         return torch.empty_like(x), _state_like(x), _state_like(x)
 
     def alif_setup(ctx, inputs, output):
+        ctx.set_materialize_grads(False)  # unused outputs: None, not a zeros pass
         ctx.save_for_backward(inputs[0], inputs[1], inputs[2])
         ctx.args = inputs[3:12]
         ctx.mark_non_differentiable(output[3])
