@@ -52,9 +52,8 @@ inline bool is_pow2(float f) {
   return f > 0 && std::isfinite(f) && std::frexp(f, &e) == 0.5f;
 }
 
-// Div charges divide by tau; `inv_tau` is nonzero only when 1/tau is exact (tau a
-// power of two), where multiplying gives the identical result without a division.
-template <Charge C>
+// a / tau. When 1/tau is exact (tau a power of two) multiplying by `inv_tau` gives the
+// identical result without a division.
 SPIKEOPS_INLINE VecF div_tau(VecF a, VecF tau, VecF inv_tau, bool exact_inverse) {
   return exact_inverse ? a * inv_tau : a / tau;
 }
@@ -63,8 +62,8 @@ template <Charge C>
 SPIKEOPS_INLINE VecF charge(VecF v, VecF x, VecF vr, VecF tau, VecF k, VecF inv_tau = VecF(0.f),
                             bool exact_inverse = false) {
   switch (C) {
-    case Charge::kDivDecayInput: return v + div_tau<C>(x - (v - vr), tau, inv_tau, exact_inverse);
-    case Charge::kDivDecay: return v - div_tau<C>(v - vr, tau, inv_tau, exact_inverse) + x;
+    case Charge::kDivDecayInput: return v + div_tau(x - (v - vr), tau, inv_tau, exact_inverse);
+    case Charge::kDivDecay: return v - div_tau(v - vr, tau, inv_tau, exact_inverse) + x;
     case Charge::kMulDecayInput: return v + (x - (v - vr)) * k;
     case Charge::kMulDecay: return v - (v - vr) * k + x;
     default: return v + x;
@@ -299,10 +298,10 @@ void backward_range(const NeuronParams& p, int64_t begin, int64_t end) {
         VecF gx, gvp;
         switch (C) {
           case Charge::kDivDecayInput:
-            gx = tau_pow2 ? gh * inv_tau : gh / tau;
+            gx = div_tau(gh, tau, inv_tau, tau_pow2);
             gvp = gh - gx;
             break;
-          case Charge::kDivDecay: gx = gh; gvp = gh - (tau_pow2 ? gh * inv_tau : gh / tau); break;
+          case Charge::kDivDecay: gx = gh; gvp = gh - div_tau(gh, tau, inv_tau, tau_pow2); break;
           case Charge::kMulDecayInput: {
             VecF k = load_f32(kbuf + j, n);
             gx = gh * k; gvp = gh - gh * k; break;

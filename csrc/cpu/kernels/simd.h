@@ -76,12 +76,9 @@ SPIKEOPS_INLINE void store_bf16(uint16_t* p, VecF a) {
   r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(r));
 }
-// Non-temporal stores of a full vector to a 64-byte (f32) / 32-byte (16-bit) aligned
-// address: no read-for-ownership of the destination line.
+// Non-temporal store of a full vector to a 64-byte aligned address: no
+// read-for-ownership of the destination line.
 SPIKEOPS_INLINE void stream_f32(float* p, VecF a) { _mm512_stream_ps(p, a.v); }
-SPIKEOPS_INLINE void stream_16(uint16_t* p, __m256i h) {
-  _mm256_stream_si256(reinterpret_cast<__m256i*>(p), h);
-}
 SPIKEOPS_INLINE VecF load_f16(const uint16_t* p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
