@@ -41,4 +41,20 @@ TORCH_LIBRARY(spikeops, m) {
         "Tensor? v0, Tensor? a0, float tau, bool decay_input, float v_threshold, float? v_reset, "
         "float tau_adapt, float beta, str surrogate, float alpha, bool detach_reset) "
         "-> (Tensor, Tensor, Tensor)");
+
+  // ---- N:M structured-sparse GEMM (csrc/common/nm_params.h has the format) -------
+  // A sparse W [rows, K] is (values [rows, K/m*n], meta uint8 [rows, ceil(K/8)]: the
+  // kept-entry mask, bit-packed along K). nm_compress picks the n largest |w| of each
+  // group of m when meta is None, else gathers at meta's positions; returns (values, meta).
+  m.def("nm_compress(Tensor weight, Tensor? meta, int n, int m) -> (Tensor, Tensor)");
+  // y = x @ W^T + bias for x [*, K]; y [*, rows].
+  m.def("nm_linear(Tensor x, Tensor values, Tensor meta, int n, int m, Tensor? bias) -> Tensor");
+  // grad_x = grad_y @ W for grad_y [*, rows]; grad_x [*, K].
+  m.def("nm_linear_grad_input(Tensor grad_out, Tensor values, Tensor meta, int n, int m) "
+        "-> Tensor");
+  // Training: y = x @ (weight * mask)^T + bias with a dense weight [rows, K] and the mask
+  // given by meta. Its autograd gives weight a dense gradient (SR-STE: grad_y^T x plus
+  // decay * (1 - mask) * weight) when dense_grad, else the masked grad_y^T x.
+  m.def("nm_masked_linear(Tensor x, Tensor weight, Tensor meta, int n, int m, Tensor? bias, "
+        "float decay, bool dense_grad) -> Tensor");
 }

@@ -12,6 +12,11 @@ namespace cpu {
   namespace ns {                                                               \
   void neuron_forward(const NeuronParams&, int64_t, int64_t);                  \
   void neuron_backward(const NeuronParams&, int64_t, int64_t);                 \
+  int nm_tile_batch();                                                         \
+  bool nm_use_gemv(const NMGemmParams&);                                       \
+  void nm_forward_tile(const NMGemmParams&, int64_t, int64_t, int64_t);        \
+  void nm_forward_gemv(const NMGemmParams&, const float*, int64_t, int64_t);   \
+  void nm_grad_input_tile(const NMGemmParams&, int64_t, int64_t, int64_t);     \
   }
 SPIKEOPS_DECLARE_ISA(scalar)
 SPIKEOPS_DECLARE_ISA(avx2)
@@ -25,6 +30,13 @@ const NeuronKernels kNeuronKernels[] = {
     {avx2::neuron_forward, avx2::neuron_backward},
     {avx512::neuron_forward, avx512::neuron_backward},
 };
+
+#define SPIKEOPS_NM_KERNELS(ns)                                                  \
+  { ns::nm_tile_batch, ns::nm_use_gemv, ns::nm_forward_tile, ns::nm_forward_gemv,  \
+    ns::nm_grad_input_tile }
+const NMKernels kNMKernels[] = {
+    SPIKEOPS_NM_KERNELS(scalar), SPIKEOPS_NM_KERNELS(avx2), SPIKEOPS_NM_KERNELS(avx512)};
+#undef SPIKEOPS_NM_KERNELS
 
 Isa parse_isa(const std::string& name) {
   if (name == "scalar") return Isa::kScalar;
@@ -96,6 +108,7 @@ std::vector<std::string> supported_isas() {
 }
 
 const NeuronKernels& neuron_kernels() { return kNeuronKernels[static_cast<int>(active_isa())]; }
+const NMKernels& nm_kernels() { return kNMKernels[static_cast<int>(active_isa())]; }
 
 }  // namespace cpu
 }  // namespace spikeops

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/neuron_params.h"
+#include "common/nm_params.h"
 
 namespace spikeops {
 namespace cpu {
@@ -26,6 +27,20 @@ struct NeuronKernels {
   NeuronRangeFn backward;
 };
 const NeuronKernels& neuron_kernels();  // of the active ISA
+
+// N:M GEMM kernels (csrc/cpu/kernels/nm_kernel.cpp); csrc/cpu/nm.cpp splits the work.
+struct NMKernels {
+  int (*tile_batch)();                  // batch rows per tile task
+  bool (*use_gemv)(const NMGemmParams&);  // small batch: the GEMV-shaped forward
+  // Forward of batch rows [b0, b0 + tile_batch) x W rows [r0, r1).
+  void (*forward_tile)(const NMGemmParams&, int64_t b0, int64_t r0, int64_t r1);
+  // GEMV forward of every batch row x W rows [r0, r1); xf is x as fp32 [batch, k].
+  void (*forward_gemv)(const NMGemmParams&, const float* xf, int64_t r0, int64_t r1);
+  // Input gradient of batch rows [b0, b0 + tile_batch) x columns [c0, c1) (c0 a
+  // multiple of 128).
+  void (*grad_input_tile)(const NMGemmParams&, int64_t b0, int64_t c0, int64_t c1);
+};
+const NMKernels& nm_kernels();  // of the active ISA
 
 }  // namespace cpu
 }  // namespace spikeops

@@ -1,0 +1,191 @@
+// CPU backend of the N:M ops: splits the work over at::parallel_for (each task owns a
+// distinct block of the output, so results do not depend on the thread count) and runs
+// the active ISA's kernels (csrc/cpu/kernels/nm_kernel.cpp). Compression and the meta
+// check are plain loops: they move a few bytes per weight, once.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "cpu/dispatch.h"
+#include "cpu/output_pool.h"
+#include "ops/nm.h"
+
+namespace spikeops {
+namespace {
+
+float to_f32(const void* p, int64_t i, DType dt) {
+  if (dt == DType::kFloat32) return static_cast<const float*>(p)[i];
+  const uint16_t h = static_cast<const uint16_t*>(p)[i];
+  if (dt == DType::kBFloat16) {
+    uint32_t u = uint32_t(h) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }
+  _Float16 v;
+  std::memcpy(&v, &h, 2);
+  return float(v);
+}
+
+void copy_element(const void* src, int64_t i, void* dst, int64_t j, DType dt) {
+  const size_t sz = dt == DType::kFloat32 ? 4 : 2;
+  std::memcpy(static_cast<char*>(dst) + j * sz, static_cast<const char*>(src) + i * sz, sz);
+}
+
+// ---- meta check: every group of m bits holds exactly n, padding bits are zero -------
+
+// Per-field bit counts of `w` for fields of m bits (m a power of two <= 32).
+uint64_t field_popcounts(uint64_t w, int m) {
+  w = w - ((w >> 1) & 0x5555555555555555ull);
+  if (m >= 4) w = (w & 0x3333333333333333ull) + ((w >> 2) & 0x3333333333333333ull);
+  if (m >= 8) w = (w + (w >> 4)) & 0x0f0f0f0f0f0f0f0full;
+  if (m >= 16) w = (w + (w >> 8)) & 0x00ff00ff00ff00ffull;
+  if (m >= 32) w = (w + (w >> 16)) & 0x0000ffff0000ffffull;
+  return w;
+}
+
+// n in every m-bit field of the low `ncols` bits (ncols a multiple of m).
+uint64_t expected_counts(int64_t n, int m, int64_t ncols) {
+  uint64_t e = 0;
+  for (int64_t f = 0; f < ncols; f += m) e |= uint64_t(n) << f;
+  return e;
+}
+
+void cpu_validate_meta(const uint8_t* meta, int64_t rows, int64_t k, int64_t m, int64_t n) {
+  const int64_t stride = (k + 7) / 8;
+  const uint64_t full = expected_counts(n, int(m), 64);
+  const int64_t tail_cols = k % 64;
+  const uint64_t tail = expected_counts(n, int(m), tail_cols);
+  std::atomic<int64_t> bad_row{-1};
+  at::parallel_for(0, rows, 256, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1 && bad_row.load(std::memory_order_relaxed) < 0; ++r) {
+      const uint8_t* row = meta + r * stride;
+      bool ok = true;
+      int64_t c = 0;
+      for (; c + 64 <= k; c += 64) {
+        uint64_t w;
+        std::memcpy(&w, row + c / 8, 8);
+        ok &= field_popcounts(w, int(m)) == full;
+      }
+      if (tail_cols) {
+        uint64_t w = 0;
+        std::memcpy(&w, row + c / 8, size_t(stride - c / 8));
+        // Padding bits past k must be zero too.
+        ok &= (w >> tail_cols) == 0 &&
+              field_popcounts(w & ((uint64_t(1) << tail_cols) - 1), int(m)) == tail;
+      }
+      if (!ok) {
+        int64_t expect = -1;
+        bad_row.compare_exchange_strong(expect, r);
+      }
+    }
+  });
+  const int64_t r = bad_row.load();
+  TORCH_CHECK_VALUE(r < 0, "meta: row ", r, " does not keep exactly n = ", n,
+                    " entries in every group of m = ", m,
+                    " columns (or sets bits past k); meta must be the bit-packed N:M mask");
+}
+
+// ---- compression -----------------------------------------------------------------------
+
+// Whether |a| (at column ia) ranks above |b| (at column ib): larger magnitude first, NaN
+// largest, the lower column first on ties.
+bool ranks_above(float a, int ia, float b, int ib) {
+  const bool na = std::isnan(a), nb = std::isnan(b);
+  if (na != nb) return na;
+  const float fa = std::fabs(a), fb = std::fabs(b);
+  if (!na && fa != fb) return fa > fb;
+  return ia < ib;
+}
+
+void cpu_compress(const NMCompressParams& p) {
+  at::parallel_for(0, p.rows, std::max<int64_t>(1, (int64_t(1) << 16) / p.k),
+                   [&](int64_t r0, int64_t r1) {
+    std::vector<float> g(size_t(p.m));
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t wrow = r * p.k;
+      uint8_t* meta = p.meta + r * p.meta_stride;
+      if (p.select) std::memset(meta, 0, size_t(p.meta_stride));
+      int64_t slot = r * p.kept;
+      for (int64_t c0 = 0; c0 < p.k; c0 += p.m) {
+        if (p.select) {
+          for (int i = 0; i < p.m; ++i) g[size_t(i)] = to_f32(p.weight, wrow + c0 + i, p.dtype);
+          for (int i = 0; i < p.m; ++i) {
+            int rank = 0;
+            for (int j = 0; j < p.m; ++j)
+              rank += j != i && ranks_above(g[size_t(j)], j, g[size_t(i)], i);
+            if (rank < p.n) meta[(c0 + i) / 8] |= uint8_t(1u << ((c0 + i) % 8));
+          }
+        }
+        for (int i = 0; i < p.m; ++i) {
+          const int64_t c = c0 + i;
+          if (meta[c / 8] >> (c % 8) & 1) copy_element(p.weight, wrow + c, p.values, slot++, p.dtype);
+        }
+      }
+    }
+  });
+}
+
+// ---- GEMM drivers -------------------------------------------------------------------------
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+void cpu_linear(const NMGemmParams& p) {
+  const cpu::NMKernels& kern = cpu::nm_kernels();
+  const int64_t threads = at::get_num_threads();
+  if (kern.use_gemv(p)) {
+    std::vector<float> converted;
+    const float* xf = static_cast<const float*>(p.in);
+    if (p.dtype != DType::kFloat32) {
+      converted.resize(size_t(p.batch * p.k));
+      for (int64_t i = 0; i < p.batch * p.k; ++i) converted[size_t(i)] = to_f32(p.in, i, p.dtype);
+      xf = converted.data();
+    }
+    at::parallel_for(0, ceil_div(p.rows, 16), 1, [&](int64_t b, int64_t e) {
+      kern.forward_gemv(p, xf, b * 16, std::min(p.rows, e * 16));
+    });
+    return;
+  }
+  const int64_t tb = kern.tile_batch();
+  const int64_t tiles = ceil_div(p.batch, tb);
+  // Split rows too when there are few batch tiles, so every thread has work.
+  const int64_t splits =
+      std::clamp<int64_t>(ceil_div(4 * threads, tiles), 1, std::max<int64_t>(1, p.rows / 64));
+  const int64_t chunk = ceil_div(p.rows, splits);
+  at::parallel_for(0, tiles * splits, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t r0 = (t % splits) * chunk;
+      if (r0 < p.rows) kern.forward_tile(p, (t / splits) * tb, r0, std::min(p.rows, r0 + chunk));
+    }
+  });
+}
+
+void cpu_grad_input(const NMGemmParams& p) {
+  const cpu::NMKernels& kern = cpu::nm_kernels();
+  const int64_t threads = at::get_num_threads();
+  const int64_t tb = kern.tile_batch();
+  const int64_t tiles = ceil_div(p.batch, tb);
+  constexpr int64_t kBlock = 128;  // column splits stay multiples of the kernel's block
+  const int64_t blocks = ceil_div(p.k, kBlock);
+  const int64_t splits = std::clamp<int64_t>(ceil_div(4 * threads, tiles), 1, blocks);
+  const int64_t chunk = ceil_div(blocks, splits) * kBlock;
+  at::parallel_for(0, tiles * splits, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t c0 = (t % splits) * chunk;
+      if (c0 < p.k) kern.grad_input_tile(p, (t / splits) * tb, c0, std::min(p.k, c0 + chunk));
+    }
+  });
+}
+
+const NMBackend kCpuNMBackend{cpu_compress, cpu_linear, cpu_grad_input, cpu::pooled_empty,
+                              cpu_validate_meta};
+
+}  // namespace
+}  // namespace spikeops
+
+TORCH_LIBRARY_IMPL(spikeops, CPU, m) { SPIKEOPS_REGISTER_NM_OPS(m, ::spikeops::kCpuNMBackend); }
