@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from . import _extension
-from . import ops, ref, nn  # noqa: E402
+from . import ops, ref, nn, nm  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -51,5 +51,5 @@ def cpu_isa() -> str | None:
     return _extension._C.cpu_isa() if _extension.AVAILABLE else None
 
 
-__all__ = ["ops", "ref", "nn", "info", "set_cpu_isa", "cpu_isa", "empty_cpu_cache",
+__all__ = ["ops", "ref", "nn", "nm", "info", "set_cpu_isa", "cpu_isa", "empty_cpu_cache",
            "__version__"]
