@@ -112,6 +112,11 @@ float* panel_scratch(int64_t n) {
   thread_local int64_t cap = 0;
   return scratch(buf, cap, n);
 }
+float* value_scratch(int64_t n) {
+  thread_local std::unique_ptr<float[]> buf;
+  thread_local int64_t cap = 0;
+  return scratch(buf, cap, n);
+}
 float* acc_scratch(int64_t n) {
   thread_local std::unique_ptr<float[]> buf;
   thread_local int64_t cap = 0;
@@ -145,9 +150,11 @@ void pack_transposed(const void* src, DType dt, int64_t cols, int64_t b0, int nb
 // ---- forward tile path ----------------------------------------------------------
 
 // One micro-tile: rows row[0..kRows) of W over columns [c0, c1) of the panel block
-// starting at column pc0. acc (kRows x NV vectors) is loaded from / stored to ct.
-template <DType DT, int NV>
+// starting at column pc0. The kept values of row[j] for these columns start at
+// vals[vrow[j] * vstride] (fp32). acc (kRows x NV vectors) is loaded from / stored to ct.
+template <int NV>
 SPIKEOPS_INLINE void forward_micro(const NMGemmParams& p, const int64_t* row,
+                                   const float* vals, int64_t vstride, const int64_t* vrow,
                                    const float* P, int64_t pc0, int64_t c0, int64_t c1,
                                    float* ct, bool first) {
   VecF acc[kRows][NV];
@@ -156,10 +163,10 @@ SPIKEOPS_INLINE void forward_micro(const NMGemmParams& p, const int64_t* row,
       acc[j][v] = first ? VecF(0.f) : loadu(ct + j * kTileB + v * kWidth);
 
   const uint8_t* meta[kRows];
-  int64_t slot[kRows];
+  const float* w_row[kRows];
   for (int j = 0; j < kRows; ++j) {
     meta[j] = p.meta + row[j] * p.meta_stride;
-    slot[j] = row[j] * p.kept + kept_in(p, c0);
+    w_row[j] = vals + vrow[j] * vstride;
   }
   for (int64_t c = c0; c < c1; c += 64) {
     const int64_t ncols = std::min<int64_t>(64, c1 - c);
@@ -173,16 +180,30 @@ SPIKEOPS_INLINE void forward_micro(const NMGemmParams& p, const int64_t* row,
         // & 63: an (impossible after validation) empty word stays inside the block.
         const int col = ctz64(bits[j]) & 63;
         bits[j] &= bits[j] - 1;
-        const VecF w(value_as_f32<DT>(p.values, slot[j] + i));
+        const VecF w(w_row[j][i]);
         const float* src = Pc + col * kTileB;
 #pragma GCC unroll 4
         for (int v = 0; v < NV; ++v) acc[j][v] = vfma(w, loadu(src + v * kWidth), acc[j][v]);
       }
     }
-    for (int j = 0; j < kRows; ++j) slot[j] += cnt;
+    for (int j = 0; j < kRows; ++j) w_row[j] += cnt;
   }
   for (int j = 0; j < kRows; ++j)
     for (int v = 0; v < NV; ++v) storeu(ct + j * kTileB + v * kWidth, acc[j][v]);
+}
+
+// bf16 / fp16 kept values of rows [r0, r1), slots [s0, s1) -> fp32 dst[(r - r0) * (s1 - s0)].
+template <DType DT>
+void values_to_f32(const NMGemmParams& p, int64_t r0, int64_t r1, int64_t s0, int64_t s1,
+                   float* dst) {
+  const int64_t len = s1 - s0;
+  for (int64_t r = r0; r < r1; ++r) {
+    float* d = dst + (r - r0) * len;
+    const int64_t base = r * p.kept + s0;
+    int64_t i = 0;
+    for (; i + kWidth <= len; i += kWidth) storeu(d + i, load(p.values, base + i, DT));
+    for (; i < len; ++i) d[i] = value_as_f32<DT>(p.values, base + i);
+  }
 }
 
 template <DType DT, int NV>
@@ -191,16 +212,34 @@ void forward_tile(const NMGemmParams& p, int64_t b0, int nb, int64_t r0, int64_t
   pack_transposed(p.in, p.dtype, p.k, b0, nb, kTileB, P);
   // + kRows: the last micro-tile of a block may run past its end (repeated rows).
   float* ct = acc_scratch((kBlockRows + kRows) * kTileB);
+  // Half-precision values are converted to fp32 once per (row block, column block), so
+  // the inner loop broadcasts fp32 from memory in both cases.
+  float* vconv = DT == DType::kFloat32 ? nullptr : value_scratch(kBlockRows * kept_in(p, kBlockK));
   for (int64_t rb = r0; rb < r1; rb += kBlockRows) {
     const int64_t re = std::min(r1, rb + kBlockRows);
     for (int64_t kb = 0; kb < p.k; kb += kBlockK) {
       const int64_t ke = std::min(p.k, kb + kBlockK);
+      const float* vals;
+      int64_t vstride, vbase;
+      if constexpr (DT == DType::kFloat32) {
+        vals = static_cast<const float*>(p.values) + kept_in(p, kb);
+        vstride = p.kept;
+        vbase = 0;
+      } else {
+        vstride = kept_in(p, ke - kb);
+        values_to_f32<DT>(p, rb, re, kept_in(p, kb), kept_in(p, ke), vconv);
+        vals = vconv;
+        vbase = rb;
+      }
       for (int64_t r = rb; r < re; r += kRows) {
-        int64_t row[kRows];
+        int64_t row[kRows], vrow[kRows];
         // Rows past the end repeat the last row; their sums are never stored.
-        for (int j = 0; j < kRows; ++j) row[j] = std::min(r + j, re - 1);
-        forward_micro<DT, NV>(p, row, P + kb * kTileB, kb, kb, ke, ct + (r - rb) * kTileB,
-                          kb == 0);
+        for (int j = 0; j < kRows; ++j) {
+          row[j] = std::min(r + j, re - 1);
+          vrow[j] = row[j] - vbase;
+        }
+        forward_micro<NV>(p, row, vals, vstride, vrow, P + kb * kTileB, kb, kb, ke,
+                          ct + (r - rb) * kTileB, kb == 0);
       }
     }
     // y[b0 + b, r] = Ct[r][b] + bias[r]
@@ -216,10 +255,8 @@ void forward_tile(const NMGemmParams& p, int64_t b0, int nb, int64_t r0, int64_t
 }
 
 #if defined(SPIKEOPS_ISA_avx512)
-// ---- forward GEMV path (AVX-512, batch <= 16) ------------------------------------
+// ---- forward GEMV path (AVX-512, batch <= 4) -------------------------------------
 
-// The dense 16 columns [c, c + 16) of a row: its popcount(mask) next kept values,
-// expanded to the mask's positions (zeros elsewhere). Reads only popcount values.
 // Expanding a 16-column chunk of a row to dense: lane c takes kept value number
 // popcount(mask below c), zero where the mask is clear. vexpandps does exactly this but
 // takes ~6 cycles on AMD Zen (measured) against ~1 for vpermps, so the lane indices come

@@ -1,5 +1,5 @@
-"""Neuron kernels under pytest-benchmark: every registry entry of the 'neurons' family,
-every variant (spikeops, reference, compiled reference, SpikingJelly), plus the roofline
+"""The benchmark registry under pytest-benchmark: every entry of every family, every
+variant (spikeops, reference, compiled reference, the peer), plus the roofline
 references in group 'roofline' so a saved run (--benchmark-save) carries its own ceiling.
 
 Measurements only: nothing here asserts on time (convention 9). See conftest.py for the
@@ -13,12 +13,12 @@ import torch
 pytest.importorskip("pytest_benchmark")
 bench = pytest.importorskip("spikeops.bench")
 
-ENTRIES = [e for e in bench.entries() if e.family == "neurons"]
+ENTRIES = bench.entries()
 
 
 @pytest.mark.parametrize("variant", bench.VARIANTS)
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
-def test_neuron(benchmark, entry, variant, bench_device, bench_quick, bench_compile, synced):
+def test_entry(benchmark, entry, variant, bench_device, bench_quick, bench_compile, synced):
     if bench_device.type not in entry.devices:
         pytest.skip(f"{entry.name} is registered for {', '.join(entry.devices)} only")
     if variant == "reference_compiled" and not bench_compile:
