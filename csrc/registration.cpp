@@ -52,9 +52,10 @@ TORCH_LIBRARY(spikeops, m) {
   // grad_x = grad_y @ W for grad_y [*, rows]; grad_x [*, K].
   m.def("nm_linear_grad_input(Tensor grad_out, Tensor values, Tensor meta, int n, int m) "
         "-> Tensor");
-  // Training: y = x @ (weight * mask)^T + bias with a dense weight [rows, K] and the mask
-  // given by meta. Its autograd gives weight a dense gradient (SR-STE: grad_y^T x plus
+  // Training: y = x @ (weight * mask)^T + bias with a dense weight [rows, K], its mask
+  // (meta) and kept values (values = nm_compress(weight, meta)), computed once by the
+  // caller. Its autograd gives weight a dense gradient (SR-STE: grad_y^T x plus
   // decay * (1 - mask) * weight) when dense_grad, else the masked grad_y^T x.
-  m.def("nm_masked_linear(Tensor x, Tensor weight, Tensor meta, int n, int m, Tensor? bias, "
-        "float decay, bool dense_grad) -> Tensor");
+  m.def("nm_masked_linear(Tensor x, Tensor weight, Tensor values, Tensor meta, int n, int m, "
+        "Tensor? bias, float decay, bool dense_grad) -> Tensor");
 }

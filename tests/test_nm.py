@@ -342,7 +342,9 @@ def test_opcheck():
         (torch.ops.spikeops.nm_linear.default, (x, v, meta, 2, 4, b)),
         (torch.ops.spikeops.nm_linear.default, (x, v, meta, 2, 4, None)),
         (torch.ops.spikeops.nm_linear_grad_input.default, (g, v, meta, 2, 4)),
-        (torch.ops.spikeops.nm_masked_linear.default, (x, wr, meta, 2, 4, b, 2e-4, True)),
+        (torch.ops.spikeops.nm_masked_linear.default, (x, wr, values, meta, 2, 4, b, 2e-4, True)),
+        (torch.ops.spikeops.nm_masked_linear.default, (x, wr, values, meta, 2, 4, None, 0.0,
+                                                       False)),
     ]
     for op, args in cases:
         torch.library.opcheck(op, args)
@@ -415,8 +417,10 @@ def test_bad_linear_arguments():
         (lambda: op(torch.tensor(1.0), values, meta, 2, 4, None), "x: expected a tensor"),
         (lambda: torch.ops.spikeops.nm_linear_grad_input(torch.randn(3, 5), values, meta, 2, 4),
          "grad_out: expected out_features"),
-        (lambda: torch.ops.spikeops.nm_masked_linear(x, torch.randn(6, 32), meta, 2, 4, None,
-                                                     -1.0, True), "decay"),
+        (lambda: torch.ops.spikeops.nm_masked_linear(x, torch.randn(6, 32), values, meta, 2, 4,
+                                                     None, -1.0, True), "decay"),
+        (lambda: torch.ops.spikeops.nm_masked_linear(x, torch.randn(6, 36), values, meta, 2, 4,
+                                                     None, 0.0, True), "weight: expected shape"),
         (lambda: spikeops.nn.NMLinear(30, 4), "in_features"),
         (lambda: spikeops.nn.NMLinear(32, 4, mode="dense"), "mode"),
         (lambda: spikeops.nn.NMConv2d(8, 8, 3, groups=2), "groups"),

@@ -32,10 +32,6 @@ float to_f32(const void* p, int64_t i, DType dt) {
   return float(v);
 }
 
-void copy_element(const void* src, int64_t i, void* dst, int64_t j, DType dt) {
-  const size_t sz = dt == DType::kFloat32 ? 4 : 2;
-  std::memcpy(static_cast<char*>(dst) + j * sz, static_cast<const char*>(src) + i * sz, sz);
-}
 
 // ---- meta check: every group of m bits holds exactly n, padding bits are zero -------
 
@@ -93,41 +89,73 @@ void cpu_validate_meta(const uint8_t* meta, int64_t rows, int64_t k, int64_t m, 
 
 // ---- compression -----------------------------------------------------------------------
 
-// Whether |a| (at column ia) ranks above |b| (at column ib): larger magnitude first, NaN
-// largest, the lower column first on ties.
-bool ranks_above(float a, int ia, float b, int ib) {
-  const bool na = std::isnan(a), nb = std::isnan(b);
-  if (na != nb) return na;
-  const float fa = std::fabs(a), fb = std::fabs(b);
-  if (!na && fa != fb) return fa > fb;
-  return ia < ib;
+// The ranking key of w: |w|'s bits as an unsigned integer (monotonic in |w| for IEEE
+// floats), every NaN mapped to one key above infinity, so NaN counts as the largest and
+// NaNs tie with each other (the lower column wins, as between equal magnitudes).
+template <typename T>
+uint32_t magnitude_key(T w) {
+  uint32_t bits;
+  if constexpr (sizeof(T) == 4) {
+    std::memcpy(&bits, &w, 4);
+    bits &= 0x7fffffffu;
+    return bits > 0x7f800000u ? 0x7fc00000u : bits;
+  } else {  // bf16 / fp16 raw bits: the same order on their 15 magnitude bits
+    uint16_t h;
+    std::memcpy(&h, &w, 2);
+    return h & 0x7fffu;  // NaN handled by the caller's exponent mask
+  }
+}
+
+// One row: for each group of M columns keep the N largest keys (ties: lower column),
+// write the mask bits (when selecting) and gather the kept values.
+template <typename T, int M>
+void compress_row(const NMCompressParams& p, int64_t r, uint32_t half_inf) {
+  const T* w = static_cast<const T*>(p.weight) + r * p.k;
+  T* out = static_cast<T*>(p.values) + r * p.kept;
+  uint8_t* meta = p.meta + r * p.meta_stride;
+  if (p.select) std::memset(meta, 0, size_t(p.meta_stride));
+  for (int64_t c0 = 0; c0 < p.k; c0 += M) {
+    uint32_t keep = 0;
+    if (p.select) {
+      uint32_t key[M];
+      for (int i = 0; i < M; ++i) {
+        key[i] = magnitude_key(w[c0 + i]);
+        if (half_inf && key[i] > half_inf) key[i] = half_inf + 1;  // 16-bit NaNs tie
+      }
+      for (int i = 0; i < M; ++i) {
+        int rank = 0;
+        for (int j = 0; j < M; ++j) rank += (key[j] > key[i]) | ((key[j] == key[i]) & (j < i));
+        keep |= uint32_t(rank < p.n) << i;
+      }
+      for (int i = 0; i < M; ++i)
+        meta[(c0 + i) / 8] |= uint8_t(((keep >> i) & 1u) << ((c0 + i) % 8));
+    } else {
+      for (int i = 0; i < M; ++i) keep |= uint32_t((meta[(c0 + i) / 8] >> ((c0 + i) % 8)) & 1) << i;
+    }
+    for (uint32_t bits = keep; bits; bits &= bits - 1) *out++ = w[c0 + __builtin_ctz(bits)];
+  }
+}
+
+template <typename T>
+void compress_rows(const NMCompressParams& p, int64_t r0, int64_t r1) {
+  // Magnitude bits of +inf in T's format (16-bit formats need the NaN tie by hand).
+  const uint32_t half_inf = sizeof(T) == 4 ? 0u : (p.dtype == DType::kBFloat16 ? 0x7f80u : 0x7c00u);
+  for (int64_t r = r0; r < r1; ++r) {
+    switch (p.m) {
+      case 2: compress_row<T, 2>(p, r, half_inf); break;
+      case 4: compress_row<T, 4>(p, r, half_inf); break;
+      case 8: compress_row<T, 8>(p, r, half_inf); break;
+      case 16: compress_row<T, 16>(p, r, half_inf); break;
+      default: compress_row<T, 32>(p, r, half_inf); break;
+    }
+  }
 }
 
 void cpu_compress(const NMCompressParams& p) {
   at::parallel_for(0, p.rows, std::max<int64_t>(1, (int64_t(1) << 16) / p.k),
                    [&](int64_t r0, int64_t r1) {
-    std::vector<float> g(size_t(p.m));
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t wrow = r * p.k;
-      uint8_t* meta = p.meta + r * p.meta_stride;
-      if (p.select) std::memset(meta, 0, size_t(p.meta_stride));
-      int64_t slot = r * p.kept;
-      for (int64_t c0 = 0; c0 < p.k; c0 += p.m) {
-        if (p.select) {
-          for (int i = 0; i < p.m; ++i) g[size_t(i)] = to_f32(p.weight, wrow + c0 + i, p.dtype);
-          for (int i = 0; i < p.m; ++i) {
-            int rank = 0;
-            for (int j = 0; j < p.m; ++j)
-              rank += j != i && ranks_above(g[size_t(j)], j, g[size_t(i)], i);
-            if (rank < p.n) meta[(c0 + i) / 8] |= uint8_t(1u << ((c0 + i) % 8));
-          }
-        }
-        for (int i = 0; i < p.m; ++i) {
-          const int64_t c = c0 + i;
-          if (meta[c / 8] >> (c % 8) & 1) copy_element(p.weight, wrow + c, p.values, slot++, p.dtype);
-        }
-      }
-    }
+    if (p.dtype == DType::kFloat32) compress_rows<float>(p, r0, r1);
+    else compress_rows<uint16_t>(p, r0, r1);
   });
 }
 

@@ -209,15 +209,12 @@ Tensor nm_linear_grad_input(const NMBackend& be, const Tensor& grad_out, const T
 
 namespace {
 
-Tensor nm_masked_linear(const Tensor& x, const Tensor& weight, const Tensor& meta, int64_t n,
-                        int64_t m, const OptTensor& bias, double decay, bool dense_grad) {
+Tensor nm_masked_linear(const Tensor& x, const Tensor& weight, const Tensor& values,
+                        const Tensor& meta, int64_t n, int64_t m, const OptTensor& bias,
+                        double decay, bool dense_grad) {
   (void)dense_grad;  // used by the autograd formula only
   TORCH_CHECK_VALUE(std::isfinite(decay) && decay >= 0, "decay: expected a finite value >= 0, got ",
                     decay);
-  static auto compress = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("spikeops::nm_compress", "")
-                             .typed<std::tuple<Tensor, Tensor>(const Tensor&, const OptTensor&,
-                                                               int64_t, int64_t)>();
   static auto linear = c10::Dispatcher::singleton()
                            .findSchemaOrThrow("spikeops::nm_linear", "")
                            .typed<Tensor(const Tensor&, const Tensor&, const Tensor&, int64_t,
@@ -225,7 +222,11 @@ Tensor nm_masked_linear(const Tensor& x, const Tensor& weight, const Tensor& met
   TORCH_CHECK_TYPE(weight.scalar_type() == x.scalar_type(), "weight: dtype ",
                    weight.scalar_type(), " differs from x's ", x.scalar_type());
   check_same_device(weight, x, "weight", "x");
-  Tensor values = std::get<0>(compress.call(weight, meta, n, m));
+  TORCH_CHECK_VALUE(weight.dim() == 2 && values.dim() == 2 && weight.size(0) == values.size(0) &&
+                        n >= 1 && values.size(1) % n == 0 &&
+                        weight.size(1) == values.size(1) / n * m,
+                    "weight: expected shape [rows, K] matching values ", values.sizes(), " (",
+                    n, ":", m, "), got ", weight.sizes());
   return linear.call(x, values, meta, n, m, bias);
 }
 

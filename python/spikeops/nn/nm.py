@@ -101,7 +101,8 @@ class NMLinear(_NMMixin, nn.Linear):
         self._init_nm(n, m, decay, mode)
 
     def forward(self, x):
-        return _ops.nm_masked_linear(x, self.weight, self._meta(), self.n, self.m, self.bias,
+        meta = self.fixed_meta if self.mode == "fixed" else None  # None: top-n of W now
+        return _ops.nm_masked_linear(x, self.weight, meta, self.n, self.m, self.bias,
                                      decay=self.decay, dense_grad=self.mode == "srste")
 
     @classmethod

@@ -140,17 +140,23 @@ def nm_linear_grad_input(grad_out, values, meta, n, m):
 
 
 def nm_masked_linear(x, weight, meta, n, m, bias=None, *, decay=2e-4, dense_grad=True):
-    """Training form: ``x @ (weight * mask)^T + bias`` with a dense ``weight [rows, K]`` and the
-    N:M ``mask`` that ``meta`` packs; the product runs on the sparse kernel.
+    """Training form: ``x @ (weight * mask)^T + bias`` with a dense ``weight [rows, K]``; the
+    product runs on the sparse kernel.
 
-    The weight gradient is dense: ``dy^T x + decay * (1 - mask) * weight`` (SR-STE, Zhou et
-    al. 2021) when ``dense_grad``, else ``(dy^T x) * mask`` (fine-tuning a fixed mask).
+    ``meta`` is the packed N:M mask, or None for the top-n magnitudes of ``weight`` now
+    (SR-STE recomputes it every step). The weight gradient is dense:
+    ``dy^T x + decay * (1 - mask) * weight`` (SR-STE, Zhou et al. 2021) when ``dense_grad``,
+    else ``(dy^T x) * mask`` (fine-tuning a fixed mask). The weight is compressed once per
+    call, and the kept values are reused by the backward.
     """
-    decay = float(decay)
+    decay, n, m = float(decay), int(n), int(m)
     if not _native():
         _check_weight(weight, n, m)
+        if meta is None:
+            meta = ref.pack_mask(ref.prune_mask(weight, n, m))
         return ref.nm_masked_linear(x, weight, meta, n, m, bias, decay, dense_grad)
-    return torch.ops.spikeops.nm_masked_linear.default(x, weight, meta, int(n), int(m), bias,
+    values, meta = torch.ops.spikeops.nm_compress.default(weight.detach(), meta, n, m)
+    return torch.ops.spikeops.nm_masked_linear.default(x, weight, values, meta, n, m, bias,
                                                        decay, bool(dense_grad))
 
 
@@ -192,14 +198,14 @@ if _native():
         return grad_out.new_empty(*grad_out.shape[:-1], k)
 
     @torch.library.register_fake("spikeops::nm_masked_linear")
-    def _(x, weight, meta, n, m, bias, decay, dense_grad):
+    def _(x, weight, values, meta, n, m, bias, decay, dense_grad):
         k = _check_weight(weight, n, m)
-        _check_float(x, "x")
         if weight.dtype != x.dtype:
             raise TypeError(f"weight: dtype {weight.dtype} differs from x's {x.dtype}")
-        if x.shape[-1] != k:
-            raise ValueError(f"x: expected in_features = x.shape[-1] = {k}, got {x.shape[-1]}")
-        _check_bias(bias, x, weight.shape[0])
+        _check_linear(x, values, meta, n, m, bias)
+        if tuple(weight.shape) != (values.shape[0], k) or values.shape[1] != k // m * n:
+            raise ValueError(f"weight: expected shape [rows, K] matching values "
+                             f"{tuple(values.shape)}, got {tuple(weight.shape)}")
         return x.new_empty(*x.shape[:-1], weight.shape[0])
 
     # nm_linear: d x = dy @ W, d values = (dy^T x) at the kept positions, d bias = sum dy.
@@ -245,28 +251,27 @@ if _native():
 
     # nm_masked_linear: dense (SR-STE) or masked weight gradient.
     def _masked_setup(ctx, inputs, output):
-        x, weight, meta, n, m, bias, decay, dense_grad = inputs
-        ctx.save_for_backward(x, weight, meta)
+        x, weight, values, meta, n, m, bias, decay, dense_grad = inputs
+        ctx.save_for_backward(x, weight, values, meta)
         ctx.n, ctx.m, ctx.decay, ctx.dense_grad = n, m, decay, dense_grad
 
     def _masked_backward(ctx, grad):
-        x, weight, meta = ctx.saved_tensors
+        x, weight, values, meta = ctx.saved_tensors
         n, m = ctx.n, ctx.m
         rows, k = weight.shape
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
-            values = nm_compress(weight.detach(), n, m, meta)[0]
             gx = nm_linear_grad_input(grad, values, meta, n, m)
         if ctx.needs_input_grad[1]:
             gw = _dense_weight_grad(grad, x, rows, k)
             mask = ref.unpack_meta(meta, k)
-            if ctx.dense_grad:
-                gw = gw + ctx.decay * (~mask) * weight
+            if ctx.dense_grad:  # in place: gw is ours, and a 2nd pass would cost as much
+                gw = gw.add_(weight.detach().masked_fill(mask, 0), alpha=ctx.decay)
             else:
-                gw = gw * mask
-        if ctx.needs_input_grad[5]:
+                gw = gw.masked_fill_(~mask, 0)
+        if ctx.needs_input_grad[6]:
             gb = _flat(grad, rows).sum(0)
-        return gx, gw, None, None, None, gb, None, None
+        return gx, gw, None, None, None, None, gb, None, None
 
     torch.library.register_autograd("spikeops::nm_masked_linear", _masked_backward,
                                     setup_context=_masked_setup)

@@ -27,8 +27,9 @@ def pack_mask(mask: torch.Tensor) -> torch.Tensor:
 
 def unpack_meta(meta: torch.Tensor, k: int) -> torch.Tensor:
     """The bool mask ``[rows, k]`` that ``meta`` packs."""
-    bits = (meta.to(torch.int64).unsqueeze(-1) & _bits(meta.device)) != 0
-    return bits.reshape(meta.shape[0], -1)[:, :k]
+    shifts = torch.arange(8, dtype=torch.uint8, device=meta.device)
+    bits = (meta.unsqueeze(-1) >> shifts) & 1           # uint8 0/1: one byte per column
+    return bits.view(torch.bool).reshape(meta.shape[0], -1)[:, :k]
 
 
 def prune_mask(w: torch.Tensor, n: int, m: int) -> torch.Tensor:
