@@ -168,7 +168,7 @@ def test_linear_half_precision(cpu_isa, dtype, xshape, rows):
 @pytest.mark.parametrize("n,m", PATTERNS)
 def test_every_pattern(cpu_isa, n, m):
     k = 2 * m + 64
-    for batch in (1, 3, 29):
+    for batch in (1, 3, 29, 130):
         x = torch.randn(batch, k)
         w_nm = nm.compress(random_weight(19, k), n, m)
         y = spikeops.ops.nm_linear(x, w_nm)
