@@ -17,6 +17,7 @@ namespace cpu {
   void nm_forward_tile(const NMGemmParams&, int64_t, int64_t, int64_t);        \
   void nm_forward_gemv(const NMGemmParams&, const float*, int64_t, int64_t);   \
   void nm_grad_input_tile(const NMGemmParams&, int64_t, int64_t, int64_t);     \
+  int64_t nm_first_bad_meta_row(const uint8_t*, int64_t, int64_t, int64_t, int, int); \
   }
 SPIKEOPS_DECLARE_ISA(scalar)
 SPIKEOPS_DECLARE_ISA(avx2)
@@ -33,7 +34,7 @@ const NeuronKernels kNeuronKernels[] = {
 
 #define SPIKEOPS_NM_KERNELS(ns)                                                  \
   { ns::nm_tile_batch, ns::nm_use_gemv, ns::nm_forward_tile, ns::nm_forward_gemv,  \
-    ns::nm_grad_input_tile }
+    ns::nm_grad_input_tile, ns::nm_first_bad_meta_row }
 const NMKernels kNMKernels[] = {
     SPIKEOPS_NM_KERNELS(scalar), SPIKEOPS_NM_KERNELS(avx2), SPIKEOPS_NM_KERNELS(avx512)};
 #undef SPIKEOPS_NM_KERNELS

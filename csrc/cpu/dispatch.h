@@ -39,6 +39,10 @@ struct NMKernels {
   // Input gradient of batch rows [b0, b0 + tile_batch) x columns [c0, c1) (c0 a
   // multiple of 128).
   void (*grad_input_tile)(const NMGemmParams&, int64_t b0, int64_t c0, int64_t c1);
+  // The first of rows [r0, r1) of meta [rows, ceil(k/8)] whose groups of m bits do not all
+  // hold n set bits (or whose padding bits past k are set); -1 if none.
+  int64_t (*first_bad_meta_row)(const uint8_t* meta, int64_t r0, int64_t r1, int64_t k, int m,
+                                int n);
 };
 const NMKernels& nm_kernels();  // of the active ISA
 

@@ -35,50 +35,15 @@ float to_f32(const void* p, int64_t i, DType dt) {
 
 // ---- meta check: every group of m bits holds exactly n, padding bits are zero -------
 
-// Per-field bit counts of `w` for fields of m bits (m a power of two <= 32).
-uint64_t field_popcounts(uint64_t w, int m) {
-  w = w - ((w >> 1) & 0x5555555555555555ull);
-  if (m >= 4) w = (w & 0x3333333333333333ull) + ((w >> 2) & 0x3333333333333333ull);
-  if (m >= 8) w = (w + (w >> 4)) & 0x0f0f0f0f0f0f0f0full;
-  if (m >= 16) w = (w + (w >> 8)) & 0x00ff00ff00ff00ffull;
-  if (m >= 32) w = (w + (w >> 16)) & 0x0000ffff0000ffffull;
-  return w;
-}
-
-// n in every m-bit field of the low `ncols` bits (ncols a multiple of m).
-uint64_t expected_counts(int64_t n, int m, int64_t ncols) {
-  uint64_t e = 0;
-  for (int64_t f = 0; f < ncols; f += m) e |= uint64_t(n) << f;
-  return e;
-}
-
 void cpu_validate_meta(const uint8_t* meta, int64_t rows, int64_t k, int64_t m, int64_t n) {
-  const int64_t stride = (k + 7) / 8;
-  const uint64_t full = expected_counts(n, int(m), 64);
-  const int64_t tail_cols = k % 64;
-  const uint64_t tail = expected_counts(n, int(m), tail_cols);
+  const cpu::NMKernels& kern = cpu::nm_kernels();
   std::atomic<int64_t> bad_row{-1};
   at::parallel_for(0, rows, 256, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1 && bad_row.load(std::memory_order_relaxed) < 0; ++r) {
-      const uint8_t* row = meta + r * stride;
-      bool ok = true;
-      int64_t c = 0;
-      for (; c + 64 <= k; c += 64) {
-        uint64_t w;
-        std::memcpy(&w, row + c / 8, 8);
-        ok &= field_popcounts(w, int(m)) == full;
-      }
-      if (tail_cols) {
-        uint64_t w = 0;
-        std::memcpy(&w, row + c / 8, size_t(stride - c / 8));
-        // Padding bits past k must be zero too.
-        ok &= (w >> tail_cols) == 0 &&
-              field_popcounts(w & ((uint64_t(1) << tail_cols) - 1), int(m)) == tail;
-      }
-      if (!ok) {
-        int64_t expect = -1;
-        bad_row.compare_exchange_strong(expect, r);
-      }
+    if (bad_row.load(std::memory_order_relaxed) >= 0) return;
+    const int64_t r = kern.first_bad_meta_row(meta, r0, r1, k, int(m), int(n));
+    if (r >= 0) {
+      int64_t expect = -1;
+      bad_row.compare_exchange_strong(expect, r);
     }
   });
   const int64_t r = bad_row.load();

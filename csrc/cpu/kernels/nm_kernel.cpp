@@ -423,6 +423,50 @@ void grad_input_tile(const NMGemmParams& p, int64_t b0, int nb, int64_t c0, int6
   }
 }
 
+// ---- meta check ---------------------------------------------------------------------
+
+// Bit counts of every m-bit field of w (m a power of two <= 32), SWAR.
+template <int M>
+SPIKEOPS_INLINE uint64_t field_popcounts(uint64_t w) {
+  w = w - ((w >> 1) & 0x5555555555555555ull);
+  if (M >= 4) w = (w & 0x3333333333333333ull) + ((w >> 2) & 0x3333333333333333ull);
+  if (M >= 8) w = (w + (w >> 4)) & 0x0f0f0f0f0f0f0f0full;
+  if (M >= 16) w = (w + (w >> 8)) & 0x00ff00ff00ff00ffull;
+  if (M >= 32) w = (w + (w >> 16)) & 0x0000ffff0000ffffull;
+  return w;
+}
+
+// n in every m-bit field of the low `ncols` bits.
+uint64_t expected_counts(int n, int m, int64_t ncols) {
+  uint64_t e = 0;
+  for (int64_t f = 0; f < ncols; f += m) e |= uint64_t(n) << f;
+  return e;
+}
+
+// Rows are checked whole-word at a time with an OR of differences (no early exit), a
+// loop the compiler vectorises: the check costs a small fraction of even the GEMV.
+template <int M>
+int64_t first_bad_row(const uint8_t* meta, int64_t r0, int64_t r1, int64_t k, int n) {
+  const int64_t stride = (k + 7) / 8, words = k / 64, tail_cols = k % 64;
+  const uint64_t full = expected_counts(n, M, 64), tail = expected_counts(n, M, tail_cols);
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* row = meta + r * stride;
+    uint64_t diff = 0;
+    for (int64_t i = 0; i < words; ++i) {
+      uint64_t w;
+      std::memcpy(&w, row + 8 * i, 8);
+      diff |= field_popcounts<M>(w) ^ full;
+    }
+    if (tail_cols) {
+      uint64_t w = 0;
+      std::memcpy(&w, row + 8 * words, size_t(stride - 8 * words));
+      diff |= (w >> tail_cols) | (field_popcounts<M>(w & ((uint64_t(1) << tail_cols) - 1)) ^ tail);
+    }
+    if (diff) return r;
+  }
+  return -1;
+}
+
 template <typename Fn>
 SPIKEOPS_INLINE void by_dtype(DType dt, Fn&& fn) {
   switch (dt) {
@@ -482,6 +526,17 @@ void nm_grad_input_tile(const NMGemmParams& p, int64_t b0, int64_t c0, int64_t c
       grad_input_tile<decltype(dt)::value, decltype(nv)::value>(p, b0, nb, c0, c1);
     });
   });
+}
+
+int64_t nm_first_bad_meta_row(const uint8_t* meta, int64_t r0, int64_t r1, int64_t k, int m,
+                              int n) {
+  switch (m) {
+    case 2: return first_bad_row<2>(meta, r0, r1, k, n);
+    case 4: return first_bad_row<4>(meta, r0, r1, k, n);
+    case 8: return first_bad_row<8>(meta, r0, r1, k, n);
+    case 16: return first_bad_row<16>(meta, r0, r1, k, n);
+    default: return first_bad_row<32>(meta, r0, r1, k, n);
+  }
 }
 
 }  // namespace SPIKEOPS_ISA
