@@ -324,6 +324,9 @@ SPIKEOPS_INLINE void gemv_chunk(const NMGemmParams& p, const float* xf, int64_t 
     const __m512 w = _mm512_maskz_permutexvar_ps(
         mask, expand_indices(bytes, offset),
         load_kept<DT>(p.values, slot[j], __mmask16((1u << count) - 1)));
+    if (WHOLE && (c & 31) == 0)  // W is read once: ask for it ~2 KiB ahead of use
+      _mm_prefetch(static_cast<const char*>(p.values) + (slot[j] + 512) * int64_t(sizeof(float)) /
+                       (DT == DType::kFloat32 ? 1 : 2), _MM_HINT_T0);
     slot[j] += count;
 #pragma GCC unroll 4
     for (int b = 0; b < NB; ++b) acc[j][b] = _mm512_fmadd_ps(w, xv[b], acc[j][b]);
