@@ -105,7 +105,8 @@ SHAPES = [  # (x shape, rows)
     ((4, 40), 33),          # K not a multiple of 16 or 64
     ((5, 136), 70),         # tile path, K tail
     ((2, 3, 264), 45),      # 3-D x
-    ((67, 520), 300),       # several batch tiles, row blocks and column blocks
+    ((67, 520), 300),       # several batch tiles and row blocks
+    ((70, 2056), 13),       # several forward column blocks (1024) and a K tail
 ]
 
 
@@ -150,7 +151,8 @@ def test_linear_and_gradients_match_dense_fp32(cpu_isa, n, m, xshape, rows):
 
 @native
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("xshape,rows", [((1, 64), 16), ((4, 40), 33), ((67, 520), 300)])
+@pytest.mark.parametrize("xshape,rows", [((1, 64), 16), ((4, 40), 33), ((67, 520), 300),
+                                         ((70, 2056), 13)])
 def test_linear_half_precision(cpu_isa, dtype, xshape, rows):
     x = torch.randn(xshape).to(dtype)
     w_nm = nm.compress(random_weight(rows, xshape[-1], dtype), 2, 4)
