@@ -50,13 +50,17 @@ constexpr int kRows = 4;
 constexpr int kMaxVecs = 4;
 #endif
 constexpr int kTileB = kMaxVecs * kWidth;  // batch rows per tile
-// Panel columns per forward block (a multiple of 64). Measured at 2048 x 4096 x 4096:
-// 128 (an L1-sized block) 190 ms, 512 158 ms, 1024 145 ms, 4096 170 ms for 2:4: the panel
-// streams well from L2 in column order, while each block costs a load and a store of
-// every micro-tile's sums.
-constexpr int64_t kForwardBlockK = 1024;
+// Panel columns per forward block (a multiple of 64). Each block's sums start from zero
+// and are added to the running total: a two-level sum, so the rounding error grows with
+// the block's length, not with K (one chain over K = 4096 had 5-8x the error of MKL's
+// sgemm against float64; with 256 columns it stays within 2x of it). Measured at
+// 2048 x 4096 x 4096, 2:4: 128 columns 190 ms, 256 ~175 ms, 512 158 ms, 1024 145 ms, so
+// accuracy costs ~15% here; the panel streams well from L2.
+constexpr int64_t kForwardBlockK = 256;
 // Columns per input-gradient block: its scatter target Dt[c][b] must stay in L1.
 constexpr int64_t kGradBlockK = 128;
+// Rows of W summed into Dt before it is folded into the block's total.
+constexpr int64_t kGradBlockRows = 256;
 constexpr int64_t kBlockRows = 256;        // rows of W per scratch block
 
 SPIKEOPS_INLINE int ctz64(uint64_t v) { return __builtin_ctzll(v); }
@@ -166,7 +170,7 @@ SPIKEOPS_INLINE void forward_micro(const NMGemmParams& p, const int64_t* row,
   VecF acc[kRows][NV];
   for (int j = 0; j < kRows; ++j)
     for (int v = 0; v < NV; ++v)
-      acc[j][v] = first ? VecF(0.f) : loadu(ct + j * kTileB + v * kWidth);
+      acc[j][v] = VecF(0.f);
 
   const uint8_t* meta[kRows];
   const float* w_row[kRows];
@@ -195,7 +199,10 @@ SPIKEOPS_INLINE void forward_micro(const NMGemmParams& p, const int64_t* row,
     for (int j = 0; j < kRows; ++j) w_row[j] += cnt;
   }
   for (int j = 0; j < kRows; ++j)
-    for (int v = 0; v < NV; ++v) storeu(ct + j * kTileB + v * kWidth, acc[j][v]);
+    for (int v = 0; v < NV; ++v) {
+      float* dst = ct + j * kTileB + v * kWidth;
+      storeu(dst, first ? acc[j][v] : loadu(dst) + acc[j][v]);
+    }
 }
 
 // bf16 / fp16 kept values of rows [r0, r1), slots [s0, s1) -> fp32 dst[(r - r0) * (s1 - s0)].
@@ -398,13 +405,23 @@ void grad_input_tile(const NMGemmParams& p, int64_t b0, int nb, int64_t c0, int6
   // p.in = dy [batch, rows] -> Q[r][b]; p.out = dx [batch, k].
   float* Q = panel_scratch(p.rows * kTileB);
   pack_transposed(p.in, p.dtype, p.rows, b0, nb, kTileB, Q);
-  float* dt_acc = acc_scratch(kGradBlockK * kTileB);
+  // Dt holds the sums of up to kGradBlockRows rows, folded into `total` (two-level sums,
+  // as in the forward).
+  float* dt_acc = acc_scratch(2 * kGradBlockK * kTileB);
+  float* total = dt_acc + kGradBlockK * kTileB;
   const DType dt = p.dtype;
   for (int64_t kb = c0; kb < c1; kb += kGradBlockK) {
     const int64_t ke = std::min(c1, kb + kGradBlockK);
-    std::memset(dt_acc, 0, sizeof(float) * size_t((ke - kb) * kTileB));
+    const size_t block_floats = size_t((ke - kb) * kTileB);
+    std::memset(total, 0, sizeof(float) * block_floats);
+    std::memset(dt_acc, 0, sizeof(float) * block_floats);
     const int64_t slot0 = kept_in(p, kb);
     for (int64_t r = 0; r < p.rows; ++r) {
+      if (r % kGradBlockRows == 0 && r > 0) {
+        for (size_t i = 0; i < block_floats; i += kWidth)
+          storeu(total + i, loadu(total + i) + loadu(dt_acc + i));
+        std::memset(dt_acc, 0, sizeof(float) * block_floats);
+      }
       VecF q[NV];
       for (int v = 0; v < NV; ++v) q[v] = loadu(Q + r * kTileB + v * kWidth);
       const uint8_t* meta = p.meta + r * p.meta_stride;
@@ -425,10 +442,12 @@ void grad_input_tile(const NMGemmParams& p, int64_t b0, int nb, int64_t c0, int6
         slot += cnt;
       }
     }
+    for (size_t i = 0; i < block_floats; i += kWidth)
+      storeu(total + i, loadu(total + i) + loadu(dt_acc + i));
     for (int b = 0; b < nb; ++b) {
       const int64_t out = (b0 + b) * p.k;
       for (int64_t c = kb; c < ke; ++c)
-        store_value(p.out, out + c, dt, dt_acc[(c - kb) * kTileB + b]);
+        store_value(p.out, out + c, dt, total[(c - kb) * kTileB + b]);
     }
   }
 }
