@@ -26,19 +26,22 @@ def markdown(result: dict) -> str:
         f"{h.get('gpu') or 'no GPU'}; torch {h.get('torch')}; {h.get('date')}.",
         "",
         "| op | shape | dtype | spikeops ms | reference ms | ref. compiled ms | peer ms "
-        "| × ref | × compiled | × peer | roofline (copy) |",
+        "| × ref | × compiled | × peer | roofline |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in result["rows"]:
         v, s = row["variants"], row.get("speedup", {})
         shape = "×".join(map(str, row["shape"]))
-        frac = row.get("roofline", {}).get("copy")
+        # Bytes-bound rows: fraction of the copy bandwidth; FLOP-bound: of the sgemm rate.
+        fracs = row.get("roofline", {})
+        roofline = ("n/a" if not fracs else f"{fracs['copy']:.0%} copy" if "copy" in fracs
+                    else f"{fracs['sgemm']:.0%} sgemm")
         lines.append(
             f"| {row['name']} | {shape} | {row['dtype']} | {_ms(v.get('spikeops'))} "
             f"| {_ms(v.get('reference'))} | {_ms(v.get('reference_compiled'))} "
             f"| {_ms(v.get('peer'))} | {_x(s.get('reference'))} "
             f"| {_x(s.get('reference_compiled'))} | {_x(s.get('peer'))} "
-            f"| {'n/a' if frac is None else f'{frac:.0%}'} |")
+            f"| {roofline} |")
     refs = []
     for key, ref in roof.items():
         if "bandwidth_Bps" in ref:
