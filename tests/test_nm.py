@@ -488,3 +488,15 @@ def test_cuda_matches_cpu(dtype, n, m, batch):
     gx = spikeops.ops.nm_linear_grad_input(g.cuda(), w_gpu.values, w_gpu.meta, n, m).cpu()
     assert_error_within(gx, g @ w_cpu.to_dense(), g.double() @ w_cpu.to_dense().double(),
                         factor=4.0)
+
+
+@pytest.mark.cuda
+def test_cuda_24_fallback_warns_once_and_matches():
+    k, rows, batch = 96, 64, 32  # K not a multiple of 64: no sparse tensor cores
+    w_nm = nm.compress(random_weight(rows, k, torch.float16).cuda(), 2, 4)
+    x = torch.randn(batch, k, device="cuda", dtype=torch.float16)
+    with pytest.warns(UserWarning, match="sparse tensor cores"):
+        y = spikeops.ops.nm_linear(x, w_nm)
+    w_cpu = nm.NMTensor(w_nm.values.cpu(), w_nm.meta.cpu(), 2, 4, w_nm.shape)
+    y64 = x.cpu().double() @ w_cpu.to_dense().double().t()
+    assert_error_within(y.cpu(), dense_linear(x.cpu(), w_cpu, None), y64, factor=4.0)

@@ -67,25 +67,37 @@ cudaError_t nm_compress_cuda(const spikeops::NMCompressParams& p, cudaStream_t s
   return cudaErrorInvalidValue;
 }
 
+NMLinearPath nm_linear_cuda_path(const spikeops::NMGemmParams& p) {
+  using namespace spikeops::cuda_nm;
+  if (p.batch <= kGemvMaxBatch) return NMLinearPath::kGemv;
+  if (mma24_sms(p) > 0) return NMLinearPath::kSparseTensorCores;
+  return NMLinearPath::kSimt;
+}
+
 cudaError_t nm_linear_cuda(const spikeops::NMGemmParams& p, cudaStream_t stream) {
   using namespace spikeops;
   using namespace spikeops::cuda_nm;
   if (!params_ok(p)) return cudaErrorInvalidValue;
   if (p.batch == 0 || p.rows == 0) return cudaSuccess;
-  if (p.batch <= kGemvMaxBatch) {
-    const bool fast = gemv_fast_ok(p);
-    switch (p.dtype) {
-      case DType::kFloat32: return linear_gemv_f32(p, fast, stream);
-      case DType::kBFloat16: return linear_gemv_bf16(p, fast, stream);
-      case DType::kFloat16: return linear_gemv_f16(p, fast, stream);
+  switch (nm_linear_cuda_path(p)) {
+    case NMLinearPath::kGemv: {
+      const bool fast = gemv_fast_ok(p);
+      switch (p.dtype) {
+        case DType::kFloat32: return linear_gemv_f32(p, fast, stream);
+        case DType::kBFloat16: return linear_gemv_bf16(p, fast, stream);
+        case DType::kFloat16: return linear_gemv_f16(p, fast, stream);
+      }
+      return cudaErrorInvalidValue;
     }
-    return cudaErrorInvalidValue;
-  }
-  if (const int sms = mma24_sms(p)) {
-    const int64_t tiles = ((p.rows + 127) / 128) * ((p.batch + 127) / 128);
-    const bool large = tiles >= sms;
-    if (p.dtype == DType::kBFloat16) return linear_mma24_bf16(p, large, stream);
-    return linear_mma24_f16(p, large, stream);
+    case NMLinearPath::kSparseTensorCores: {
+      const int sms = mma24_sms(p);
+      const int64_t tiles = ((p.rows + 127) / 128) * ((p.batch + 127) / 128);
+      const bool large = tiles >= sms;
+      if (p.dtype == DType::kBFloat16) return linear_mma24_bf16(p, large, stream);
+      return linear_mma24_f16(p, large, stream);
+    }
+    case NMLinearPath::kSimt:
+      break;
   }
   switch (p.dtype) {
     case DType::kFloat32: return linear_simt_f32(p, stream);

@@ -22,6 +22,9 @@
 cudaError_t nm_compress_cuda(const spikeops::NMCompressParams& p, cudaStream_t stream);
 // out [batch, rows] = in [batch, k] @ W^T + bias.
 cudaError_t nm_linear_cuda(const spikeops::NMGemmParams& p, cudaStream_t stream);
+// The kernel nm_linear_cuda picks for p on the current device (see nm.cu).
+enum class NMLinearPath : int { kGemv = 0, kSparseTensorCores = 1, kSimt = 2 };
+NMLinearPath nm_linear_cuda_path(const spikeops::NMGemmParams& p);
 // out [batch, k] = in [batch, rows] @ W (every element written; no atomics).
 cudaError_t nm_grad_input_cuda(const spikeops::NMGemmParams& p, cudaStream_t stream);
 
