@@ -58,4 +58,10 @@ TORCH_LIBRARY(spikeops, m) {
   // decay * (1 - mask) * weight) when dense_grad, else the masked grad_y^T x.
   m.def("nm_masked_linear(Tensor x, Tensor weight, Tensor values, Tensor meta, int n, int m, "
         "Tensor? bias, float decay, bool dense_grad) -> Tensor");
+
+  // ---- spiking self-attention (csrc/common/attention_params.h) --------------------
+  // out = q @ (k^T @ v) * scale for binary (exactly 0/1) q, k [..., N, D], v [..., N, Dv];
+  // order "kv_first" | "qk_first" (identical results). out [..., N, Dv] in q's dtype.
+  // Entries that are not 0 or 1 raise an error naming the tensor.
+  m.def("ssa_fwd(Tensor q, Tensor k, Tensor v, float scale, str order) -> Tensor");
 }

@@ -18,6 +18,7 @@ namespace cpu {
   void nm_forward_gemv(const NMGemmParams&, const float*, int64_t, int64_t);   \
   void nm_grad_input_tile(const NMGemmParams&, int64_t, int64_t, int64_t);     \
   int64_t nm_first_bad_meta_row(const uint8_t*, int64_t, int64_t, int64_t, int, int); \
+  int ssa_head_rows(const SSAParams&, int64_t, int64_t, int64_t);              \
   }
 SPIKEOPS_DECLARE_ISA(scalar)
 SPIKEOPS_DECLARE_ISA(avx2)
@@ -38,6 +39,9 @@ const NeuronKernels kNeuronKernels[] = {
 const NMKernels kNMKernels[] = {
     SPIKEOPS_NM_KERNELS(scalar), SPIKEOPS_NM_KERNELS(avx2), SPIKEOPS_NM_KERNELS(avx512)};
 #undef SPIKEOPS_NM_KERNELS
+
+const SSAKernels kSSAKernels[] = {
+    {scalar::ssa_head_rows}, {avx2::ssa_head_rows}, {avx512::ssa_head_rows}};
 
 Isa parse_isa(const std::string& name) {
   if (name == "scalar") return Isa::kScalar;
@@ -83,10 +87,12 @@ bool isa_supported(Isa isa) {
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
              __builtin_cpu_supports("fma") &&
-             __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2");
+             __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2") &&
+             __builtin_cpu_supports("popcnt");
     case Isa::kAvx2:
       return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-             __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2");
+             __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2") &&
+             __builtin_cpu_supports("popcnt");
     default: return true;
   }
 }
@@ -110,6 +116,7 @@ std::vector<std::string> supported_isas() {
 
 const NeuronKernels& neuron_kernels() { return kNeuronKernels[static_cast<int>(active_isa())]; }
 const NMKernels& nm_kernels() { return kNMKernels[static_cast<int>(active_isa())]; }
+const SSAKernels& ssa_kernels() { return kSSAKernels[static_cast<int>(active_isa())]; }
 
 }  // namespace cpu
 }  // namespace spikeops

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/neuron_params.h"
+#include "common/attention_params.h"
 #include "common/nm_params.h"
 
 namespace spikeops {
@@ -45,6 +46,15 @@ struct NMKernels {
                                 int n);
 };
 const NMKernels& nm_kernels();  // of the active ISA
+
+// Spiking self-attention kernels (csrc/cpu/kernels/attention_kernel.cpp); csrc/cpu/attention.cpp
+// splits the work.
+struct SSAKernels {
+  // Output rows [n0, n1) of head g (packs the head's k and v, builds KV, sums q's rows);
+  // returns an SSAStatus (which input, if any, holds a value that is not 0 or 1).
+  int (*head_rows)(const SSAParams&, int64_t g, int64_t n0, int64_t n1);
+};
+const SSAKernels& ssa_kernels();  // of the active ISA
 
 }  // namespace cpu
 }  // namespace spikeops

@@ -2,6 +2,8 @@
 // composite nm_masked_linear (registered once, for every device).
 #include "ops/nm.h"
 
+#include "ops/common.h"
+
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
@@ -17,13 +19,6 @@ namespace {
 using Tensor = at::Tensor;
 using OptTensor = std::optional<at::Tensor>;
 
-bool poison_outputs() {
-  static const bool on = [] {
-    const char* e = std::getenv("SPIKEOPS_POISON_EMPTY");
-    return e != nullptr && *e != '\0' && *e != '0';
-  }();
-  return on;
-}
 
 Tensor new_output(const NMBackend& be, at::IntArrayRef sizes, const at::TensorOptions& opt) {
   Tensor t = be.empty ? be.empty(sizes, opt) : at::empty(sizes, opt);
@@ -32,16 +27,6 @@ Tensor new_output(const NMBackend& be, at::IntArrayRef sizes, const at::TensorOp
   return t;
 }
 
-DType float_dtype(const Tensor& t, const char* name) {
-  switch (t.scalar_type()) {
-    case at::kFloat: return DType::kFloat32;
-    case at::kBFloat16: return DType::kBFloat16;
-    case at::kHalf: return DType::kFloat16;
-    default:
-      TORCH_CHECK_TYPE(false, name, ": expected float32, bfloat16 or float16, got ",
-                       t.scalar_type());
-  }
-}
 
 void check_nm(int64_t n, int64_t m) {
   TORCH_CHECK_VALUE(m >= 2 && m <= 32 && (m & (m - 1)) == 0,

@@ -1,0 +1,342 @@
+// Spiking self-attention (SSA) on bit-packed binary inputs, compiled once per ISA
+// (scalar, AVX2, AVX-512).
+//
+// Math: out[n, e] = scale * sum_d q[n, d] * KV[d, e],  KV[d, e] = sum_t k[t, d] v[t, e]
+// for one head, q, k [N, D], v [N, Dv], every entry exactly 0 or 1. KV[d, e] is the
+// number of tokens where both k[., d] and v[., e] fire, so k and v are packed column-wise
+// into bitsets over the N tokens (uint64 words) and KV[d, e] = popcount(kbits[d] &
+// vbits[e]) summed over ceil(N / 64) words: exact integers. The output row of token n is
+// then the sum of the KV rows that q[n] selects (its set bits), accumulated in fp32 over
+// Dv with VecF — exact, since every partial sum is an integer <= N < 2^24 — and scaled
+// once: out = fl(count * scale), the correctly rounded result. "qk_first" ((q k^T) v) is
+// the same sum of the same integers, so it returns identical bits through this path.
+//
+// Packing: each row's 0/1 test yields lane masks (compare with 1 and with 0); values that
+// are neither make the call fail (the glue names the tensor). Row masks of 64 tokens are
+// turned into column words by a 64 x 64 bit transpose.
+//
+// Memory traffic: q, k, v read once (fp32/bf16/fp16), out written once; scratch per task
+// is O((D + Dv) * N / 64) words plus the KV table [D, Dv] in fp32 (thread-local, reused).
+// Work per head: D * Dv * N / 64 popcounts + (ones of q) * Dv adds.
+// Measured (ssa_binary_fp32, 256 heads x 196 x 64, 2 threads, AVX-512): ~1.6-1.9 ms vs
+// ~6.7-7.5 ms for the reference's float matmuls; the time splits roughly into input
+// loads/packing, the KV popcounts and the row sums, so the next steps would be
+// VPOPCNTQ (where the CPU has it) and cheaper 0/1 checks.
+// Parallelisation (csrc/cpu/attention.cpp): tasks are (head, token block); a task packs
+// its head's k and v, builds KV and writes only its own output rows: no atomics, results
+// independent of the thread count. Nothing is saved for backward (it uses torch matmuls).
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "common/attention_params.h"
+#include "cpu/kernels/simd.h"
+
+namespace spikeops {
+namespace cpu {
+namespace SPIKEOPS_ISA {
+namespace {
+
+constexpr int kAccVecs = 4;                    // accumulators per output chunk
+constexpr int64_t kChunk = kAccVecs * kWidth;  // output columns per chunk
+
+// Lanes of `a` equal to 1 and equal to 0 (NaN is neither).
+SPIKEOPS_INLINE void lane_masks(VecF a, uint32_t& ones, uint32_t& zeros) {
+#if defined(SPIKEOPS_ISA_avx512)
+  ones = _mm512_cmp_ps_mask(a.v, _mm512_set1_ps(1.f), _CMP_EQ_OQ);
+  zeros = _mm512_cmp_ps_mask(a.v, _mm512_setzero_ps(), _CMP_EQ_OQ);
+#elif defined(SPIKEOPS_ISA_avx2)
+  ones = uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(a.v, _mm256_set1_ps(1.f), _CMP_EQ_OQ)));
+  zeros = uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(a.v, _mm256_setzero_ps(), _CMP_EQ_OQ)));
+#else
+  ones = a.v == 1.f;
+  zeros = a.v == 0.f;
+#endif
+}
+
+// Bits of one row x[off .. off + cols) (bit c of words[c / 64] set iff x = 1); ORs into
+// `bad` a nonzero value if some entry is neither 0 nor 1. Templated on the dtype so the
+// full vectors of the common case run without a dtype switch or tail test.
+template <DType DT>
+SPIKEOPS_INLINE void row_bits(const void* base, int64_t off, int64_t cols, uint64_t* words,
+                              uint32_t& bad) {
+  for (int64_t c0 = 0; c0 < cols; c0 += 64) {
+    const int64_t c1 = std::min(cols, c0 + 64);
+    uint64_t bits = 0;
+    int64_t c = c0;
+    for (; c + kWidth <= c1; c += kWidth) {
+      uint32_t ones, zeros;
+      lane_masks(load(base, off + c, DT), ones, zeros);
+      bad |= ~(ones | zeros) & ((1u << kWidth) - 1u);
+      bits |= uint64_t(ones) << (c - c0);
+    }
+    if (c < c1) {  // tail: padded lanes load as 0
+      const int n = int(c1 - c);
+      uint32_t ones, zeros;
+      lane_masks(load_partial(base, off + c, DT, n), ones, zeros);
+      const uint32_t lanes = (1u << n) - 1u;  // n < kWidth <= 16
+      bad |= ~(ones | zeros) & lanes;
+      bits |= uint64_t(ones & lanes) << (c - c0);
+    }
+    words[c0 / 64] = bits;
+  }
+}
+
+// In-place transpose of a 64 x 64 bit matrix (bit j of a[i] <-> bit i of a[j]): swap the
+// off-diagonal blocks of every 2j x 2j block, for j = 32, 16, ..., 1.
+#if defined(SPIKEOPS_ISA_avx512)
+// Eight registers of eight rows: levels 32, 16, 8 swap between registers, levels 4, 2, 1
+// between lanes of one register (partner lane via vpermq).
+template <int J>
+SPIKEOPS_INLINE void swap_regs(__m512i& a, __m512i& b, uint64_t m) {
+  const __m512i t = _mm512_and_si512(_mm512_xor_si512(_mm512_srli_epi64(a, J), b),
+                                     _mm512_set1_epi64(int64_t(m)));
+  a = _mm512_xor_si512(a, _mm512_slli_epi64(t, J));
+  b = _mm512_xor_si512(b, t);
+}
+template <int J>
+SPIKEOPS_INLINE void swap_lanes(__m512i& a, uint64_t m, __mmask8 high) {
+  const __m512i idx = _mm512_xor_si512(_mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7),
+                                       _mm512_set1_epi64(J));
+  const __m512i mm = _mm512_set1_epi64(int64_t(m));
+  const __m512i p = _mm512_permutexvar_epi64(idx, a);
+  const __m512i tl = _mm512_and_si512(_mm512_xor_si512(_mm512_srli_epi64(a, J), p), mm);
+  const __m512i th = _mm512_and_si512(_mm512_xor_si512(_mm512_srli_epi64(p, J), a), mm);
+  a = _mm512_xor_si512(a, _mm512_mask_blend_epi64(high, _mm512_slli_epi64(tl, J), th));
+}
+void transpose64(uint64_t a[64]) {
+  __m512i r[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm512_loadu_si512(a + 8 * i);
+  for (int i = 0; i < 4; ++i) swap_regs<32>(r[i], r[i + 4], 0x00000000FFFFFFFFull);
+  for (int i : {0, 1, 4, 5}) swap_regs<16>(r[i], r[i + 2], 0x0000FFFF0000FFFFull);
+  for (int i : {0, 2, 4, 6}) swap_regs<8>(r[i], r[i + 1], 0x00FF00FF00FF00FFull);
+  for (int i = 0; i < 8; ++i) {
+    swap_lanes<4>(r[i], 0x0F0F0F0F0F0F0F0Full, 0xF0);
+    swap_lanes<2>(r[i], 0x3333333333333333ull, 0xCC);
+    swap_lanes<1>(r[i], 0x5555555555555555ull, 0xAA);
+  }
+  for (int i = 0; i < 8; ++i) _mm512_storeu_si512(a + 8 * i, r[i]);
+}
+#else
+void transpose64(uint64_t a[64]) {
+  uint64_t m = 0x00000000FFFFFFFFull;
+  for (int j = 32; j != 0; j >>= 1, m ^= (m << j)) {
+    for (int k = 0; k < 64; k = ((k | j) + 1) & ~j) {
+      const uint64_t t = ((a[k] >> j) ^ a[k | j]) & m;
+      a[k] ^= t << j;
+      a[k | j] ^= t;
+    }
+  }
+}
+#endif
+
+// Packs x [N, C] column-wise: bits[c * cs + w * ws] bit i set iff x[64 w + i, c] = 1.
+// rows: scratch of 64 * ceil(C / 64) words. False if some entry is neither 0 nor 1.
+template <DType DT>
+bool pack_columns(const void* base, int64_t N, int64_t C, int64_t wn, uint64_t* bits,
+                  int64_t cs, int64_t ws, uint64_t* rows) {
+  const int64_t wc = (C + 63) / 64;
+  uint32_t bad = 0;
+  for (int64_t b = 0; b < wn; ++b) {
+    const int64_t n0 = b * 64, nn = std::min<int64_t>(64, N - n0);
+    for (int64_t i = 0; i < nn; ++i) row_bits<DT>(base, (n0 + i) * C, C, rows + i * wc, bad);
+    for (int64_t w = 0; w < wc; ++w) {
+      uint64_t blk[64];
+      for (int64_t i = 0; i < 64; ++i) blk[i] = i < nn ? rows[i * wc + w] : 0;
+      transpose64(blk);
+      const int64_t nc = std::min<int64_t>(64, C - w * 64);
+      for (int64_t j = 0; j < nc; ++j) bits[(w * 64 + j) * cs + b * ws] = blk[j];
+    }
+  }
+  return bad == 0;
+}
+
+// ---- KV[d, e] = sum_w popcount(kbits[d][w] & vbits[w][e]) ------------------------------
+// v's bits are word-major (vbits[w * dvw + e], dvw = Dv rounded up to kPairs, padded
+// columns zero) so kPairs consecutive e share one broadcast k word. The vector ISAs count
+// bits per byte with a nibble table (vpshufb), sum bytes over several words (AVX2: up to
+// 31, <= 248 fits a byte; AVX-512: 4), then over the bytes of each 64-bit lane (vpsadbw):
+// exact counts.
+#if defined(SPIKEOPS_ISA_avx512)
+constexpr int64_t kPairs = 8;
+// The whole table at once: for each group of up to 4 words and each block of 8 columns
+// e, v's nibbles stay in 8 registers while every k row d streams past (its words split
+// into nibbles once), so each (d, e-block, word) costs 2 and + 2 vpshufb + 2 adds; the
+// group's counts (<= 4 * 64) are added to KV (exact: integers in fp32).
+void kv_table(const uint64_t* kbits, int64_t D, const uint64_t* vb, int64_t wn, int64_t dvw,
+              float* kv, int64_t dvp, std::vector<uint64_t>& knib) {
+  const __m512i lut = _mm512_broadcast_i32x4(
+      _mm_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4));
+  const __m512i low = _mm512_set1_epi8(0x0f);
+  const __m512i zero = _mm512_setzero_si512();
+  constexpr uint64_t kLow = 0x0f0f0f0f0f0f0f0full;
+  knib.resize(size_t(2 * D * 4));
+  for (int64_t w0 = 0; w0 < wn; w0 += 4) {
+    const int nw = int(std::min<int64_t>(4, wn - w0));
+    for (int64_t d = 0; d < D; ++d)
+      for (int j = 0; j < 4; ++j) {
+        const uint64_t x = j < nw ? kbits[d * wn + w0 + j] : 0;
+        knib[size_t(d * 8 + j)] = x & kLow;
+        knib[size_t(d * 8 + 4 + j)] = (x >> 4) & kLow;
+      }
+    for (int64_t e = 0; e < dvw; e += kPairs) {
+      __m512i vlo[4], vhi[4];
+      for (int j = 0; j < 4; ++j) {
+        const __m512i x = j < nw ? _mm512_loadu_si512(vb + (w0 + j) * dvw + e) : zero;
+        vlo[j] = _mm512_and_si512(x, low);
+        vhi[j] = _mm512_and_si512(_mm512_srli_epi16(x, 4), low);
+      }
+      for (int64_t d = 0; d < D; ++d) {
+        const uint64_t* kn = knib.data() + d * 8;
+        __m512i bytes = zero;
+        for (int j = 0; j < 4; ++j) {
+          bytes = _mm512_add_epi8(bytes, _mm512_shuffle_epi8(
+              lut, _mm512_and_si512(_mm512_set1_epi64(int64_t(kn[j])), vlo[j])));
+          bytes = _mm512_add_epi8(bytes, _mm512_shuffle_epi8(
+              lut, _mm512_and_si512(_mm512_set1_epi64(int64_t(kn[4 + j])), vhi[j])));
+        }
+        float* out = kv + d * dvp + e;
+        const __m256 c = _mm512_cvtepi64_ps(_mm512_sad_epu8(bytes, zero));
+        _mm256_storeu_ps(out, w0 == 0 ? c : _mm256_add_ps(_mm256_loadu_ps(out), c));
+      }
+    }
+  }
+}
+#elif defined(SPIKEOPS_ISA_avx2)
+constexpr int64_t kPairs = 4;
+SPIKEOPS_INLINE __m256i popcnt_bytes(__m256i x) {
+  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                       0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  const __m256i lo = _mm256_and_si256(x, low);
+  const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), low);
+  return _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi));
+}
+void kv_row(const uint64_t* kb, const uint64_t* vb, int64_t wn, int64_t dvw, float* out) {
+  const __m256i zero = _mm256_setzero_si256();
+  const __m256i lows = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+  for (int64_t e = 0; e < dvw; e += kPairs) {
+    __m256i total = zero;
+    for (int64_t w0 = 0; w0 < wn; w0 += 31) {
+      __m256i bytes = zero;
+      for (int64_t w = w0, w1 = std::min(wn, w0 + 31); w < w1; ++w) {
+        const __m256i x = _mm256_and_si256(
+            _mm256_set1_epi64x(int64_t(kb[w])),
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(vb + w * dvw + e)));
+        bytes = _mm256_add_epi8(bytes, popcnt_bytes(x));
+      }
+      total = _mm256_add_epi64(total, _mm256_sad_epu8(bytes, zero));
+    }
+    // counts < 2^31 sit in the low 32 bits of each 64-bit lane
+    const __m256i c32 = _mm256_permutevar8x32_epi32(total, lows);
+    _mm_storeu_ps(out + e, _mm_cvtepi32_ps(_mm256_castsi256_si128(c32)));
+  }
+}
+#else
+constexpr int64_t kPairs = 1;
+void kv_row(const uint64_t* kb, const uint64_t* vb, int64_t wn, int64_t dvw, float* out) {
+  for (int64_t e = 0; e < dvw; ++e) {
+    int64_t c = 0;
+    for (int64_t w = 0; w < wn; ++w) c += __builtin_popcountll(kb[w] & vb[w * dvw + e]);
+    out[e] = float(c);
+  }
+}
+#endif
+
+struct Scratch {
+  std::vector<uint64_t> kbits, vbits, rows, qrow, knib;
+  std::vector<float> kv;
+};
+
+}  // namespace
+
+namespace {
+
+template <DType DT>
+int head_rows(const SSAParams& p, int64_t g, int64_t n0, int64_t n1) {
+  thread_local Scratch s;
+  const int64_t N = p.N, D = p.D, Dv = p.Dv;
+  const int64_t wn = (N + 63) / 64, wd = (D + 63) / 64;
+  const int64_t dvp = (Dv + kChunk - 1) / kChunk * kChunk;  // KV row stride, zero-padded
+  const int64_t dvw = (Dv + kPairs - 1) / kPairs * kPairs;   // vbits row stride (<= dvp)
+  const int64_t es = dtype_size(p.dtype);
+  s.kbits.resize(size_t(std::max<int64_t>(1, D * wn)));
+  s.vbits.assign(size_t(std::max<int64_t>(1, wn * dvw)), 0);
+  s.rows.resize(size_t(64 * std::max(wd, (Dv + 63) / 64) + 1));
+  s.qrow.resize(size_t(wd + 1));
+  s.kv.assign(size_t(std::max<int64_t>(1, D * dvp)), 0.f);
+
+  const auto* kh = static_cast<const unsigned char*>(p.k) + g * N * D * es;
+  const auto* vh = static_cast<const unsigned char*>(p.v) + g * N * Dv * es;
+  const auto* qh = static_cast<const unsigned char*>(p.q) + g * N * D * es;
+  auto* oh = static_cast<unsigned char*>(p.out) + g * N * Dv * es;
+
+  // Every input this task reads is checked completely, so the caller can report the
+  // lowest-numbered bad tensor deterministically.
+  int status = kSsaOk;
+  if (!pack_columns<DT>(kh, N, D, wn, s.kbits.data(), wn, 1, s.rows.data()))
+    status = kSsaBadK;
+  if (!pack_columns<DT>(vh, N, Dv, wn, s.vbits.data(), 1, dvw, s.rows.data()) && !status)
+    status = kSsaBadV;
+
+  // KV[d, e] = |k[., d] AND v[., e]| (exact counts, stored as fp32).
+#if defined(SPIKEOPS_ISA_avx512)
+  kv_table(s.kbits.data(), D, s.vbits.data(), wn, dvw, s.kv.data(), dvp, s.knib);
+#else
+  for (int64_t d = 0; d < D; ++d)
+    kv_row(s.kbits.data() + d * wn, s.vbits.data(), wn, dvw, s.kv.data() + d * dvp);
+#endif
+
+  uint32_t q_bad = 0;
+  const VecF scale(p.scale);
+  // Tasks take consecutive heads, so while this head's rows are summed (compute-bound),
+  // the next head's inputs are prefetched into L2, a row of each per token row here
+  // (the inputs stream from memory once; without this ~30% of the time was load stalls).
+  const bool prefetch = n0 == 0 && n1 == N && g + 1 < p.G;
+  const auto* kn = kh + N * D * es;
+  const auto* vn = vh + N * Dv * es;
+  const auto* qn = qh + N * D * es;
+  for (int64_t n = n0; n < n1; ++n) {
+    if (prefetch) {
+      for (int64_t b = 0; b < D * es; b += 64) {
+        __builtin_prefetch(kn + n * D * es + b, 0, 2);
+        __builtin_prefetch(qn + n * D * es + b, 0, 2);
+      }
+      for (int64_t b = 0; b < Dv * es; b += 64) __builtin_prefetch(vn + n * Dv * es + b, 0, 2);
+    }
+    row_bits<DT>(qh, n * D, D, s.qrow.data(), q_bad);
+    for (int64_t c = 0; c < Dv; c += kChunk) {
+      VecF acc[kAccVecs];
+      for (int j = 0; j < kAccVecs; ++j) acc[j] = VecF(0.f);
+      for (int64_t w = 0; w < wd; ++w) {
+        for (uint64_t bits = s.qrow[size_t(w)]; bits != 0; bits &= bits - 1) {
+          const float* r = s.kv.data() + (w * 64 + __builtin_ctzll(bits)) * dvp + c;
+          for (int j = 0; j < kAccVecs; ++j) acc[j] = acc[j] + loadu(r + j * kWidth);
+        }
+      }
+      for (int j = 0; j < kAccVecs; ++j) {
+        const int64_t col = c + j * kWidth;
+        if (col >= Dv) break;
+        store_any(oh, n * Dv + col, DT, acc[j] * scale,
+                  int(std::min<int64_t>(kWidth, Dv - col)));
+      }
+    }
+  }
+  if (q_bad) status = kSsaBadQ;  // q is reported first
+  return status;
+}
+
+}  // namespace
+
+int ssa_head_rows(const SSAParams& p, int64_t g, int64_t n0, int64_t n1) {
+  switch (p.dtype) {
+    case DType::kFloat32: return head_rows<DType::kFloat32>(p, g, n0, n1);
+    case DType::kBFloat16: return head_rows<DType::kBFloat16>(p, g, n0, n1);
+    default: return head_rows<DType::kFloat16>(p, g, n0, n1);
+  }
+}
+
+}  // namespace SPIKEOPS_ISA
+}  // namespace cpu
+}  // namespace spikeops

@@ -1,0 +1,207 @@
+"""Spiking self-attention (spikeops.ops.ssa) on the CPU against spikeops.ref.attention.ssa_ref."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spikeops.ops import ssa
+from spikeops.ref.attention import ssa_ref
+
+from conftest import skip_unless
+
+native = skip_unless("extension")
+
+SHAPES = [
+    (1, 1),              # N = 1, D = 1
+    (1, 5),
+    (64, 64),            # exactly one word of tokens
+    (65, 33),            # N just past a word, D odd
+    (130, 17),
+    (3, 2, 4, 100, 31),  # [T, B, H, N, D]
+    (2, 3, 2, 196, 64),  # Spikformer-like
+    (1, 300, 130),       # D > 128: several q words, several output chunks
+]
+
+
+def spikes(shape, dtype=torch.float32, rate=None):
+    rate = torch.rand(()).item() if rate is None else rate
+    return (torch.rand(shape) < rate).to(dtype)
+
+
+def qkv(shape, dtype=torch.float32, dv=None):
+    vshape = shape if dv is None else (*shape[:-1], dv)
+    return spikes(shape, dtype), spikes(shape, dtype), spikes(vshape, dtype)
+
+
+def exact(q, k, v, scale=0.125, order="kv_first"):
+    return ssa_ref(q.double(), k.double(), v.double(), scale, order)
+
+
+@native
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("order", ["kv_first", "qk_first"])
+def test_forward_exact_fp32(cpu_isa, shape, order):
+    for _ in range(3):  # random firing rates
+        q, k, v = qkv(shape)
+        out = ssa(q, k, v, 0.125, order)
+        assert out.dtype == torch.float32 and out.shape == v.shape
+        # counts * 0.125 are exact in fp32 at these sizes: bit-for-bit equality
+        assert torch.equal(out.double(), exact(q, k, v))
+
+
+@native
+@pytest.mark.parametrize("dv", [1, 7, 64, 100])
+def test_forward_value_dim(cpu_isa, dv):
+    q, k, v = qkv((2, 3, 70, 24), dv=dv)
+    assert torch.equal(ssa(q, k, v).double(), exact(q, k, v))
+
+
+@native
+def test_orders_identical(cpu_isa):
+    q, k, v = qkv((2, 4, 150, 48))
+    assert torch.equal(ssa(q, k, v, 0.3, "kv_first"), ssa(q, k, v, 0.3, "qk_first"))
+
+
+@native
+def test_scale_rounding(cpu_isa):
+    # Any scale: the exact count times fp32(scale), rounded once.
+    q, k, v = qkv((3, 90, 20))
+    scale = 0.1
+    counts = exact(q, k, v, 1.0)
+    want = (counts * torch.tensor(scale, dtype=torch.float32).double()).float()
+    assert torch.equal(ssa(q, k, v, scale), want)
+
+
+@native
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape", [(65, 33), (2, 2, 196, 64), (1, 1)])
+def test_forward_half(cpu_isa, dtype, shape):
+    q, k, v = qkv(shape, dtype)
+    out = ssa(q, k, v)
+    assert out.dtype == dtype
+    # the exact result rounded once to the dtype (the same-dtype reference rounds k^T v too)
+    assert torch.equal(out, exact(q, k, v).to(dtype))
+
+
+@native
+def test_extremes(cpu_isa):
+    shape = (2, 129, 40)
+    z, o = torch.zeros(shape), torch.ones(shape)
+    assert torch.equal(ssa(z, o, o), torch.zeros(shape))
+    assert torch.equal(ssa(o, o, o), torch.full(shape, 129 * 40 * 0.125))
+    negz = -torch.zeros(shape)  # -0.0 == 0 is a valid spike
+    assert torch.equal(ssa(o, negz, o), torch.zeros(shape))
+
+
+@native
+def test_noncontiguous(cpu_isa):
+    q, k, v = qkv((2, 3, 50, 16))
+    qt, kt, vt = (x.transpose(0, 1) for x in (q, k, v))
+    assert torch.equal(ssa(qt, kt, vt).double(), exact(qt, kt, vt))
+
+
+@native
+def test_empty():
+    for shape in [(0, 5, 8), (2, 0, 8)]:
+        q, k, v = qkv(shape)
+        assert ssa(q, k, v).shape == shape
+    q, k, _ = qkv((2, 5, 0))
+    v = spikes((2, 5, 3))
+    assert torch.equal(ssa(q, k, v), torch.zeros(2, 5, 3))  # D = 0: an empty sum
+
+
+# ---- gradients ------------------------------------------------------------------------------
+
+def _grads(fn, q, k, v, g):
+    xs = [x.clone().requires_grad_() for x in (q, k, v)]
+    out = fn(*xs)
+    out.backward(g)
+    return out, [x.grad for x in xs]
+
+
+@native
+@pytest.mark.parametrize("order", ["kv_first", "qk_first"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gradients(order, dtype):
+    q, k, v = qkv((2, 3, 70, 24), dtype, dv=20)
+    g = torch.randn(2, 3, 70, 20).to(dtype)
+    out, got = _grads(lambda a, b, c: ssa(a, b, c, 0.125, order), q, k, v, g)
+    ref_out, want = _grads(lambda a, b, c: ssa_ref(a, b, c, 0.125, order), q, k, v, g)
+    _, exact_g = _grads(lambda a, b, c: ssa_ref(a, b, c, 0.125, order),
+                        q.double(), k.double(), v.double(), g.double())
+    for name, a, b, e in zip("qkv", got, want, exact_g):
+        assert a.dtype == dtype, name
+        if dtype == torch.float32:
+            torch.testing.assert_close(a, b, msg=name)
+        else:  # at most ~2x the same-dtype reference's error against float64
+            err, ref_err = (a.double() - e).abs().max(), (b.double() - e).abs().max()
+            assert err <= 2 * ref_err + 1e-6, (name, err, ref_err)
+
+
+# ---- torch.library / torch.compile ----------------------------------------------------------
+
+@native
+def test_opcheck():
+    q, k, v = qkv((2, 20, 12), dv=9)
+    for order in ("kv_first", "qk_first"):
+        args = tuple(x.clone().requires_grad_() for x in (q, k, v)) + (0.125, order)
+        torch.library.opcheck(torch.ops.spikeops.ssa_fwd.default, args)
+
+
+@native
+def test_compile_fullgraph():
+    q, k, v = qkv((2, 2, 40, 16))
+
+    def f(q, k, v):
+        return ssa(q, k, v, 0.25, "kv_first").sum(-1)
+
+    qs = q.clone().requires_grad_()
+    y = torch.compile(f, fullgraph=True)(qs, k, v)
+    y.sum().backward()
+    qe = q.clone().requires_grad_()
+    y_e = f(qe, k, v)
+    y_e.sum().backward()
+    torch.testing.assert_close(y, y_e)
+    torch.testing.assert_close(qs.grad, qe.grad)
+
+
+# ---- bad input ------------------------------------------------------------------------------
+
+@native
+@pytest.mark.parametrize("name", ["q", "k", "v"])
+@pytest.mark.parametrize("bad", [0.5, 2.0, -1.0, float("nan")])
+def test_non_binary_names_argument(cpu_isa, name, bad):
+    xs = dict(zip("qkv", qkv((2, 70, 20))))
+    xs[name].view(-1)[-1] = bad  # the very last entry: tails are checked too
+    with pytest.raises(ValueError, match=f"^{name}: expected binary spikes"):
+        ssa(xs["q"], xs["k"], xs["v"])
+
+
+@native
+def test_non_binary_reports_q_first():
+    q, k, v = qkv((4, 70, 20))
+    q[3, 5, 1] = 0.5
+    k[0, 0, 0] = 3.0
+    with pytest.raises(ValueError, match="^q: expected binary"):
+        ssa(q, k, v)
+
+
+@native
+def test_bad_inputs():
+    q, k, v = qkv((2, 10, 8))
+    with pytest.raises(ValueError, match="k: expected the shape of q"):
+        ssa(q, k[:, :5], v)
+    with pytest.raises(ValueError, match="v: expected shape"):
+        ssa(q, k, v[:, :5])
+    with pytest.raises(ValueError, match="order: expected"):
+        ssa(q, k, v, order="softmax")
+    with pytest.raises(ValueError, match="scale: expected a finite"):
+        ssa(q, k, v, scale=float("inf"))
+    with pytest.raises(TypeError, match="q: expected float32, bfloat16 or float16"):
+        ssa(q.double(), k, v)
+    with pytest.raises(TypeError, match="v: expected float32"):
+        ssa(q, k, v.to(torch.int32))
+    with pytest.raises(TypeError, match="k: dtype"):
+        ssa(q, k.half(), v)
+    with pytest.raises(ValueError, match="q: expected at least 2 dims"):
+        ssa(q[0, 0], k[0, 0], v[0, 0])
