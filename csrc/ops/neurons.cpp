@@ -1,27 +1,18 @@
 // Argument checks and output allocation shared by every device's neuron ops.
 #include "ops/neurons.h"
 
+#include "ops/common.h"
+
 #include <c10/core/DeviceGuard.h>
 
 #include <cmath>
 #include <limits>
-#include <cstdlib>
 
 namespace spikeops {
 namespace {
 
 // Parameters are used as float32: finite as a double is not enough (1e39 is inf).
 bool finite_f32(double v) { return std::isfinite(static_cast<float>(v)); }
-
-// SPIKEOPS_POISON_EMPTY=1 (set by the test suite) fills every output with NaN
-// before the kernel runs, so an element a kernel forgets to write shows up.
-bool poison_outputs() {
-  static const bool on = [] {
-    const char* e = std::getenv("SPIKEOPS_POISON_EMPTY");
-    return e != nullptr && *e != '\0' && *e != '0';
-  }();
-  return on;
-}
 
 Tensor new_output(const NeuronBackend& be, at::IntArrayRef sizes,
                   const at::TensorOptions& options) {
@@ -30,17 +21,8 @@ Tensor new_output(const NeuronBackend& be, at::IntArrayRef sizes,
   return t;
 }
 
-DType to_dtype(at::ScalarType st) {
-  switch (st) {
-    case at::kFloat: return DType::kFloat32;
-    case at::kBFloat16: return DType::kBFloat16;
-    case at::kHalf: return DType::kFloat16;
-    default: TORCH_CHECK_TYPE(false, "x: expected float32, bfloat16 or float16, got ", st);
-  }
-}
-
 void check_x(const Tensor& x) {
-  to_dtype(x.scalar_type());
+  float_dtype(x, "x");
   TORCH_CHECK_VALUE(x.dim() >= 1, "x: expected a time-major tensor [T, *], got a scalar");
   TORCH_CHECK_VALUE(x.size(0) > 0, "x: T = x.shape[0] must be >= 1, got 0");
   TORCH_CHECK_VALUE(x.numel() > 0, "x: empty tensor of shape ", x.sizes());
@@ -105,7 +87,7 @@ Forward begin_forward(const NeuronBackend& be, const Tensor& x, const OptTensor&
   NeuronParams& p = f.p;
   p.T = x.size(0);
   p.N = x.numel() / p.T;
-  p.dtype = to_dtype(x.scalar_type());
+  p.dtype = float_dtype(x, "x");
   p.v_threshold = float(v_threshold);
   p.hard_reset = v_reset.has_value();
   p.v_reset = v_reset.value_or(0.0);
@@ -144,7 +126,7 @@ Backward begin_backward(const NeuronBackend& be, const Tensor& grad_spikes, cons
   }
   p.T = x.size(0);
   p.N = x.numel() / p.T;
-  p.dtype = to_dtype(x.scalar_type());
+  p.dtype = float_dtype(x, "x");
   p.v_threshold = float(v_threshold);
   p.hard_reset = v_reset.has_value();
   p.v_reset = v_reset.value_or(0.0);

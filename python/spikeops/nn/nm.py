@@ -84,6 +84,16 @@ class _NMMixin:
         self.mode = "fixed"
         return self
 
+    @torch.no_grad()
+    def _load_dense(self, dense: nn.Module, mode: str):
+        """Copy a dense layer's weight and bias, then apply ``mode`` (see from_dense)."""
+        self.weight.copy_(dense.weight)
+        if dense.bias is not None:
+            self.bias.copy_(dense.bias)
+        if _check_mode(mode) == "fixed":
+            self.fix_mask()
+        return self
+
     def extra_repr(self):
         return f"{super().extra_repr()}, n={self.n}, m={self.m}, mode={self.mode}, decay={self.decay}"
 
@@ -110,13 +120,7 @@ class NMLinear(_NMMixin, nn.Linear):
         new = cls(linear.in_features, linear.out_features, linear.bias is not None, n, m,
                   decay=decay, mode="srste", device=linear.weight.device,
                   dtype=linear.weight.dtype)
-        with torch.no_grad():
-            new.weight.copy_(linear.weight)
-            if linear.bias is not None:
-                new.bias.copy_(linear.bias)
-        if _check_mode(mode) == "fixed":
-            new.fix_mask()
-        return new
+        return new._load_dense(linear, mode)
 
     @torch.no_grad()
     def to_inference(self) -> "NMLinearInference":
@@ -172,13 +176,7 @@ class NMConv2d(_NMMixin, nn.Conv2d):
                   conv.padding, conv.dilation, conv.groups, conv.bias is not None,
                   conv.padding_mode, n, m, decay=decay, mode="srste",
                   device=conv.weight.device, dtype=conv.weight.dtype)
-        with torch.no_grad():
-            new.weight.copy_(conv.weight)
-            if conv.bias is not None:
-                new.bias.copy_(conv.bias)
-        if _check_mode(mode) == "fixed":
-            new.fix_mask()
-        return new
+        return new._load_dense(conv, mode)
 
     @torch.no_grad()
     def to_inference(self) -> "NMConv2dInference":
