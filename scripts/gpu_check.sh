@@ -1,15 +1,28 @@
 #!/usr/bin/env bash
-# One call on a GPU machine: build with the CUDA kernels, run the whole test suite
-# (CUDA tests included) and the CUDA benchmarks; results land in $OUT (or ./gpu-out).
-#   scripts/gpu_check.sh            # e.g. as a device `run` command
-set -euo pipefail
+# One call on a GPU machine: build with the CUDA kernels, run the CUDA tests and the CUDA
+# benchmarks; logs and the benchmark JSON land in $OUT (or ./gpu-out).
+#   scripts/gpu_check.sh [pytest args...]   # e.g. as a device `run` command
+# The lent GPU machines have no network: pip never reaches an index (PIP_NO_INDEX), and
+# optional peers (SpikingJelly, fla) come as wheels in .whl/ when the caller carries them.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-SPIKEOPS_CUDA=ON scripts/setup.sh 2>&1 | tail -20 | tee "$OUT/setup.log"
+export PIP_NO_INDEX=1 PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site
+fi
+start=$(date +%s)
+SPIKEOPS_CUDA=ON scripts/setup.sh >"$OUT/setup.log" 2>&1 || { tail -60 "$OUT/setup.log"; exit 1; }
+echo "build: $(( $(date +%s) - start )) s"
 .venv/bin/python -m spikeops info | tee "$OUT/info.txt"
-.venv/bin/python -m pytest tests -q -rs 2>&1 | tail -40 | tee "$OUT/tests.log"
+tests=("$@")
+[ ${#tests[@]} -gt 0 ] || tests=(tests -m cuda)
+timeout 300 .venv/bin/python -m pytest "${tests[@]}" -q -rs --maxfail=40 --timeout 120 >"$OUT/tests.log" 2>&1
+echo "tests rc=$?"; tail -40 "$OUT/tests.log"
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr ' ' '-' | tr -cd 'A-Za-z0-9-')
-.venv/bin/python -m spikeops bench --device cuda --json "$OUT/$gpu-$(date +%F).json" 2>&1 |
-  tail -30 | tee "$OUT/bench.log"
+timeout ${BENCH_TIMEOUT:-240} .venv/bin/python -m spikeops bench --device cuda \
+  --json "$OUT/$gpu-$(date +%F).json" >"$OUT/bench.log" 2>&1
+echo "bench rc=$?"; tail -40 "$OUT/bench.log"
