@@ -14,6 +14,11 @@ if compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site
 fi
+# The image's python3 is itself a venv holding the CUDA torch: a venv made from it would not
+# see that torch, so .venv simply points at it (the machine is thrown away afterwards).
+if [ ! -e .venv ] && python3 -c "import torch" 2>/dev/null; then
+  ln -s "$(python3 -c 'import sys; print(sys.prefix)')" .venv
+fi
 start=$(date +%s)
 SPIKEOPS_CUDA=ON scripts/setup.sh >"$OUT/setup.log" 2>&1 || { tail -60 "$OUT/setup.log"; exit 1; }
 echo "build: $(( $(date +%s) - start )) s"
