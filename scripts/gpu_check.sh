@@ -11,12 +11,13 @@ mkdir -p "$OUT"
 export PIP_NO_INDEX=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
 if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
+  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site
 fi
 # The image's python3 is itself a venv holding the CUDA torch: a venv made from it would not
 # see that torch, so .venv simply points at it (the machine is thrown away afterwards).
-if [ ! -e .venv ] && python3 -c "import torch" 2>/dev/null; then
+if ! .venv/bin/python -c "import torch" 2>/dev/null && python3 -c "import torch" 2>/dev/null; then
+  rm -rf .venv
   ln -s "$(python3 -c 'import sys; print(sys.prefix)')" .venv
 fi
 start=$(date +%s)
