@@ -1,6 +1,8 @@
 """N:M sparse GEMM, compression and SR-STE layers against the dense masked reference."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -491,12 +493,16 @@ def test_cuda_matches_cpu(dtype, n, m, batch):
 
 
 @pytest.mark.cuda
-def test_cuda_24_fallback_warns_once_and_matches():
+def test_cuda_24_fallback_warns_once_and_matches(monkeypatch):
+    monkeypatch.setattr(ops_nm, "_warned_no_tensor_cores", False)
     k, rows, batch = 96, 64, 32  # K not a multiple of 64: no sparse tensor cores
     w_nm = nm.compress(random_weight(rows, k, torch.float16).cuda(), 2, 4)
     x = torch.randn(batch, k, device="cuda", dtype=torch.float16)
     with pytest.warns(UserWarning, match="sparse tensor cores"):
         y = spikeops.ops.nm_linear(x, w_nm)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        spikeops.ops.nm_linear(x, w_nm)           # once: no second warning
     w_cpu = nm.NMTensor(w_nm.values.cpu(), w_nm.meta.cpu(), 2, 4, w_nm.shape)
     y64 = x.cpu().double() @ w_cpu.to_dense().double().t()
     assert_error_within(y.cpu(), dense_linear(x.cpu(), w_cpu, None), y64, factor=4.0)

@@ -24,13 +24,7 @@ void cuda_compress(const NMCompressParams& p) {
 }
 
 void cuda_linear(const NMGemmParams& p) {
-  if (p.n == 2 && p.m == 4 && p.dtype != DType::kFloat32 &&
-      nm_linear_cuda_path(p) == NMLinearPath::kSimt) {
-    TORCH_WARN_ONCE("nm_linear: this 2:4 ", p.dtype == DType::kBFloat16 ? "bf16" : "fp16",
-                    " call cannot use the sparse tensor cores (they need in_features a "
-                    "multiple of 64, 16-byte aligned x and values, 8-byte aligned meta, and an "
-                    "sm_80+ GPU); it runs on the slower SIMT kernel (same result)");
-  }
+  // The SIMT-fallback warning is raised in Python (spikeops.ops.nm.nm_linear).
   C10_CUDA_CHECK(nm_linear_cuda(p, c10::cuda::getCurrentCUDAStream()));
 }
 

@@ -12,6 +12,8 @@ Gradients: ``dx = dy @ W`` (sparse kernel), ``d values = (dy^T x)`` at the kept 
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from .. import _extension
@@ -118,6 +120,34 @@ def nm_compress(weight, n, m, meta=None):
     return torch.ops.spikeops.nm_compress.default(weight, meta, n, m)
 
 
+_CUDA_GEMV_MAX_BATCH = 16   # csrc/cuda/nm/nm_common.cuh kGemvMaxBatch
+_warned_no_tensor_cores = False
+
+
+def _warn_if_no_sparse_tensor_cores(x, values, meta, n, m):
+    """Warn once when a CUDA 2:4 half-precision product must take the SIMT kernel.
+
+    The conditions mirror csrc/cuda/nm/nm.cu (mma24_sms): the warning is raised here
+    because a TORCH_WARN from inside the custom op does not reach Python's warnings.
+    """
+    global _warned_no_tensor_cores
+    if (_warned_no_tensor_cores or not x.is_cuda or (n, m) != (2, 4)
+            or x.dtype not in (torch.float16, torch.bfloat16) or torch.compiler.is_compiling()):
+        return
+    k = x.shape[-1]
+    if x.numel() // max(k, 1) <= _CUDA_GEMV_MAX_BATCH:
+        return                                   # the GEMV kernel: no tensor cores needed
+    aligned = (x.is_contiguous() and x.data_ptr() % 16 == 0 and values.data_ptr() % 16 == 0
+               and meta.data_ptr() % 8 == 0)
+    if k >= 64 and k % 64 == 0 and aligned and torch.cuda.get_device_capability(x.device)[0] >= 8:
+        return
+    _warned_no_tensor_cores = True
+    warnings.warn(f"nm_linear: this 2:4 {'bf16' if x.dtype == torch.bfloat16 else 'fp16'} call "
+                  "cannot use the sparse tensor cores (they need in_features a multiple of 64, "
+                  "16-byte aligned x and values, 8-byte aligned meta, and an sm_80+ GPU); it "
+                  "runs on the slower SIMT kernel (same result)", UserWarning, stacklevel=3)
+
+
 def nm_linear(x, w_nm, bias=None):
     """``x @ W^T + bias`` for ``x [*, K]`` and an N:M weight ``w_nm`` (:class:`~spikeops.nm.NMTensor`
     of dense shape ``[out_features, K]``); returns ``[*, out_features]`` in x's dtype.
@@ -129,6 +159,7 @@ def nm_linear(x, w_nm, bias=None):
     if not _native():
         _check_linear(x, values, meta, n, m, bias)
         return ref.nm_linear(x, values, meta, n, m, bias)
+    _warn_if_no_sparse_tensor_cores(x, values, meta, n, m)
     return torch.ops.spikeops.nm_linear.default(x, values, meta, n, m, bias)
 
 
