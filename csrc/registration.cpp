@@ -64,4 +64,10 @@ TORCH_LIBRARY(spikeops, m) {
   // order "kv_first" | "qk_first" (identical results). out [..., N, Dv] in q's dtype.
   // Entries that are not 0 or 1 raise an error naming the tensor.
   m.def("ssa_fwd(Tensor q, Tensor k, Tensor v, float scale, str order) -> Tensor");
+  // SSA followed by the attention LIF over dim 0 (q [T, ..., N, D]; decay_input, hard reset
+  // to v_reset, v0 = v_reset), fused: returns the spikes [T, ..., N, Dv] in q's dtype, the
+  // attention values never stored. surrogate / alpha / detach_reset serve the backward.
+  m.def("ssa_lif_fwd(Tensor q, Tensor k, Tensor v, float scale, str order, float tau, "
+        "float v_threshold, float v_reset, str surrogate, float alpha, bool detach_reset) "
+        "-> Tensor");
 }

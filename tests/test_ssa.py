@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spikeops.ops import ssa
-from spikeops.ref.attention import ssa_ref
+from spikeops.ops import ssa, ssa_lif
+from spikeops.ref.attention import ssa_lif_ref, ssa_ref
+from spikeops.ref.neurons import lif as lif_ref
 
 from conftest import skip_unless
 
@@ -28,9 +29,9 @@ def spikes(shape, dtype=torch.float32, rate=None):
     return (torch.rand(shape) < rate).to(dtype)
 
 
-def qkv(shape, dtype=torch.float32, dv=None):
+def qkv(shape, dtype=torch.float32, dv=None, rate=None):
     vshape = shape if dv is None else (*shape[:-1], dv)
-    return spikes(shape, dtype), spikes(shape, dtype), spikes(vshape, dtype)
+    return spikes(shape, dtype, rate), spikes(shape, dtype, rate), spikes(vshape, dtype, rate)
 
 
 def exact(q, k, v, scale=0.125, order="kv_first"):
@@ -205,3 +206,156 @@ def test_bad_inputs():
         ssa(q, k.half(), v)
     with pytest.raises(ValueError, match="q: expected at least 2 dims"):
         ssa(q[0, 0], k[0, 0], v[0, 0])
+
+
+# ---- SSA fused with the attention LIF (ssa_lif) ---------------------------------------------
+
+LIF_SHAPES = [(1, 1, 1), (4, 2, 3, 70, 33), (3, 1, 130, 17), (2, 2, 2, 196, 64), (5, 65, 9)]
+
+
+def lif_scale(q, k, v):
+    # a scale that puts the attention values around twice the 0.5 threshold, where a tau = 2
+    # LIF fires about every other step (moderate firing)
+    mean = ssa_ref(q.double(), k.double(), v.double(), 1.0).mean().item()
+    return 1.0 / max(mean, 1.0)
+
+
+def unfused(q, k, v, scale, order="kv_first", tau=2.0, v_threshold=0.5, v_reset=0.0):
+    # the exact attention (spikeops' ssa, checked bit for bit above) rounded to the dtype,
+    # then the reference LIF: what ssa_lif must reproduce spike for spike. (ssa_lif_ref in
+    # bf16 / fp16 rounds k^T v to the dtype: inexact once counts pass 256 / 2048.)
+    attn = ssa(q, k, v, scale, order)
+    return lif_ref(attn, tau=tau, v_threshold=v_threshold, v_reset=v_reset,
+                   decay_input=True)[0]
+
+
+@native
+@pytest.mark.parametrize("shape", LIF_SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_lif_forward_matches_unfused(cpu_isa, shape, dtype):
+    q, k, v = qkv(shape, dtype, dv=shape[-1] + 3, rate=0.3)
+    scale = lif_scale(q, k, v)
+    s = ssa_lif(q, k, v, scale, tau=2.0, v_threshold=0.5)
+    want = unfused(q, k, v, scale)
+    if dtype == torch.float32:
+        assert torch.equal(want, ssa_lif_ref(q, k, v, scale))
+    assert s.dtype == dtype and s.shape == v.shape
+    assert torch.equal(s, want)
+    if s.numel() > 1000:
+        rate = s.float().mean().item()
+        assert 0.02 < rate < 0.98, rate  # the test exercises both spikes and silence
+
+
+@native
+def test_lif_options(cpu_isa):
+    q, k, v = qkv((6, 2, 50, 20), rate=0.3)
+    scale = lif_scale(q, k, v)
+    for kw in (dict(tau=3.0, v_threshold=0.3, v_reset=-0.2), dict(tau=1.5, v_threshold=1.0),
+               dict(v_reset=0.1, order="qk_first")):
+        assert torch.equal(ssa_lif(q, k, v, scale, **kw), unfused(q, k, v, scale, **kw)), kw
+
+
+@native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("detach_reset", [True, False])
+def test_lif_gradients(dtype, detach_reset):
+    q, k, v = qkv((4, 2, 60, 24), dtype, dv=20, rate=0.3)
+    scale = lif_scale(q, k, v)
+    g = torch.randn(4, 2, 60, 20).to(dtype)
+    kw = dict(surrogate="atan", alpha=2.0, detach_reset=detach_reset)
+    out, got = _grads(lambda a, b, c: ssa_lif(a, b, c, scale, **kw), q, k, v, g)
+    ref_out, want = _grads(lambda a, b, c: ssa_lif_ref(a, b, c, scale, **kw), q, k, v, g)
+    assert torch.equal(out, ref_out)
+    for name, a, b in zip("qkv", got, want):
+        assert a.dtype == dtype, name
+        assert b.abs().max() > 0, name   # the surrogate passes gradient at these rates
+        if dtype == torch.float32:
+            torch.testing.assert_close(a, b, msg=name)
+        else:  # the same bf16 operations in the same order, up to matmul blocking
+            torch.testing.assert_close(a.float(), b.float(), rtol=2e-2, atol=2e-2, msg=name)
+
+
+@native
+def test_lif_opcheck_and_compile():
+    q, k, v = qkv((3, 2, 20, 12), dv=9)
+    args = tuple(x.clone().requires_grad_() for x in (q, k, v))
+    torch.library.opcheck(torch.ops.spikeops.ssa_lif_fwd.default,
+                          args + (0.2, "kv_first", 2.0, 0.5, 0.0, "sigmoid", 4.0, True))
+
+    def f(q, k, v):
+        return ssa_lif(q, k, v, 0.2).sum(-1)
+
+    qs = q.clone().requires_grad_()
+    y = torch.compile(f, fullgraph=True)(qs, k, v)
+    y.sum().backward()
+    qe = q.clone().requires_grad_()
+    y_e = f(qe, k, v)
+    y_e.sum().backward()
+    torch.testing.assert_close(y, y_e)
+    torch.testing.assert_close(qs.grad, qe.grad)
+
+
+@native
+def test_lif_bad_inputs():
+    q, k, v = qkv((2, 3, 10, 8))
+    with pytest.raises(ValueError, match="q: expected at least 3 dims"):
+        ssa_lif(q[0, 0], k[0, 0], v[0, 0])
+    with pytest.raises(ValueError, match="tau: expected"):
+        ssa_lif(q, k, v, tau=0.0)
+    with pytest.raises(ValueError, match="v_threshold: expected"):
+        ssa_lif(q, k, v, v_threshold=float("nan"))
+    with pytest.raises(ValueError, match="surrogate"):
+        ssa_lif(q, k, v, surrogate="nope")
+    with pytest.raises(ValueError, match="k: expected the shape of q"):
+        ssa_lif(q, k[:, :, :5], v)
+    q[1, 2, 3, 4] = 0.25
+    with pytest.raises(ValueError, match="^q: expected binary"):
+        ssa_lif(q, k, v)
+
+
+# ---- CUDA -----------------------------------------------------------------------------------
+
+CUDA_SHAPES = [(1, 1), (64, 64), (65, 33), (2, 3, 4, 100, 31), (4, 8, 196, 64), (1, 300, 130),
+               (2, 17, 128), (1, 2100, 20)]   # (2100: the KV hi/lo split) (130: ATen path)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("shape", CUDA_SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_cuda_matches_cpu(shape, dtype):
+    dv = shape[-1] + 70            # two column blocks, the second partial
+    q, k, v = qkv(shape, dtype, dv=dv)
+    scale = 0.1 if dtype == torch.float32 else 0.125
+    want = ssa(q, k, v, scale)     # the CPU kernel: exact, rounded once
+    got = ssa(q.cuda(), k.cuda(), v.cuda(), scale).cpu()
+    assert torch.equal(got, want)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("shape", [(4, 2, 3, 70, 33), (2, 8, 196, 64), (3, 1, 600, 16),
+                                   (2, 1, 40, 140)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_lif_matches_cpu(shape, dtype):
+    q, k, v = qkv(shape, dtype, dv=shape[-1] + 5, rate=0.3)
+    scale = lif_scale(q, k, v)
+    want = ssa_lif(q, k, v, scale)
+    got = ssa_lif(q.cuda(), k.cuda(), v.cuda(), scale).cpu()
+    assert torch.equal(got, want)
+    g = torch.randn(v.shape).to(dtype)
+    _, gc = _grads(lambda a, b, c: ssa_lif(a, b, c, scale), q, k, v, g)
+    _, gg = _grads(lambda a, b, c: ssa_lif(a, b, c, scale), q.cuda(), k.cuda(), v.cuda(),
+                   g.cuda())
+    for name, a, b in zip("qkv", gg, gc):
+        torch.testing.assert_close(a.cpu().float(), b.float(), rtol=2e-2, atol=2e-2, msg=name)
+
+
+@pytest.mark.cuda
+def test_cuda_non_binary_float_fallback():
+    # CUDA computes a non-binary head in fp32 (documented) instead of raising.
+    q, k, v = qkv((3, 90, 40), torch.float32)
+    k[1, 5, 3] = 0.37
+    v[2, 89, 39] = -2.5
+    got = ssa(q.cuda(), k.cuda(), v.cuda(), 0.1).cpu()
+    want = ssa_ref(q.double(), k.double(), v.double(), 0.1)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+    assert torch.equal(got[0], ssa(q[:1], k[:1], v[:1], 0.1)[0])   # binary heads stay exact

@@ -23,6 +23,16 @@ struct SSAParams {
   int64_t Dv = 0;                 // v / out features
   float scale = 0.125f;
   bool qk_first = false;          // informational: both orders give identical results
+  // Fused attention LIF (op ssa_lif_fwd): the heads are [T, G / T] (time first) and out
+  // holds the spikes of a multi-step LIF over T run on the attention values (each rounded
+  // to the dtype first, as the unfused ssa -> lif pipeline would see them): charge
+  // H = V + (X - (V - v_reset)) / tau, fire S = (H - v_threshold >= 0), hard reset
+  // V = (1 - S) H + S v_reset, starting from V_0 = v_reset (spikeops.ref.neurons.lif).
+  bool lif = false;
+  int64_t T = 1;
+  float tau = 2.f;
+  float v_threshold = 0.5f;
+  float v_reset = 0.f;
   const void* q = nullptr;        // [G, N, D]
   const void* k = nullptr;        // [G, N, D]
   const void* v = nullptr;        // [G, N, Dv]

@@ -3,10 +3,13 @@
 // (csrc/cpu/kernels/attention_kernel.cpp). Each task writes only its own output rows, so
 // the result does not depend on the thread count.
 #include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <atomic>
+#include <vector>
 
 #include "cpu/dispatch.h"
 #include "cpu/output_pool.h"
@@ -15,21 +18,63 @@
 namespace spikeops {
 namespace {
 
+// fp32 -> the output dtype -> fp32: the value an unfused ssa would have stored.
+float round_to(DType dt, float x) {
+  if (dt == DType::kBFloat16) return float(c10::BFloat16(x));
+  if (dt == DType::kFloat16) return float(c10::Half(x));
+  return x;
+}
+
+// Fused attention LIF over T for rows [n0, n1) of head bh (spikeops.ref.neurons.lif with
+// decay_input and a hard reset; each fp32 op rounded as the reference's).
+int lif_rows(const cpu::SSAKernels& kern, const SSAParams& p, int64_t bh, int64_t n0,
+             int64_t n1) {
+  thread_local std::vector<float> x, v;
+  const int64_t heads = p.G / p.T, count = (n1 - n0) * p.Dv;
+  x.resize(size_t(count));
+  v.assign(size_t(count), p.v_reset);
+  const int64_t es = p.dtype == DType::kFloat32 ? 4 : 2;
+  for (int64_t t = 0; t < p.T; ++t) {
+    const int64_t g = t * heads + bh;
+    const int st = kern.head_rows(p, g, n0, n1, x.data());
+    if (st != kSsaOk) return st;
+    auto* out = static_cast<unsigned char*>(p.out) + (g * p.N + n0) * p.Dv * es;
+    for (int64_t i = 0; i < count; ++i) {
+      const float y = round_to(p.dtype, x[size_t(i)]);
+      const float vi = v[size_t(i)];
+      const float h = p.v_reset != 0.f ? vi + (y - (vi - p.v_reset)) / p.tau
+                                       : vi + (y - vi) / p.tau;
+      const float s = h - p.v_threshold >= 0.f ? 1.f : 0.f;
+      v[size_t(i)] = (1.f - s) * h + s * p.v_reset;
+      if (p.dtype == DType::kFloat32)
+        reinterpret_cast<float*>(out)[i] = s;
+      else if (p.dtype == DType::kBFloat16)
+        reinterpret_cast<c10::BFloat16*>(out)[i] = c10::BFloat16(s);
+      else
+        reinterpret_cast<c10::Half*>(out)[i] = c10::Half(s);
+    }
+  }
+  return kSsaOk;
+}
+
 void cpu_ssa_forward(const SSAParams& p) {
   const cpu::SSAKernels& kern = cpu::ssa_kernels();
   // Enough tasks for every thread: split heads into token blocks when there are few heads
   // (each block repacks its head's k and v: D * Dv * N / 64 popcounts, small next to the
-  // N * D * Dv output sums), never below 32 tokens per block.
+  // N * D * Dv output sums), never below 32 tokens per block. With the fused LIF a task
+  // owns its rows of one head position for all T steps.
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  const int64_t heads = p.lif ? p.G / p.T : p.G;
   int64_t blocks = 1;
-  if (p.G < 2 * threads)
-    blocks = std::max<int64_t>(1, std::min((2 * threads + p.G - 1) / p.G, p.N / 32));
+  if (heads < 2 * threads)
+    blocks = std::max<int64_t>(1, std::min((2 * threads + heads - 1) / heads, p.N / 32));
   const int64_t rows = (p.N + blocks - 1) / blocks;
   std::atomic<int> bad{kSsaOk};
-  at::parallel_for(0, p.G * blocks, 1, [&](int64_t b, int64_t e) {
+  at::parallel_for(0, heads * blocks, 1, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
-      const int64_t g = t / blocks, n0 = (t % blocks) * rows;
-      const int st = kern.head_rows(p, g, std::min(n0, p.N), std::min(p.N, n0 + rows));
+      const int64_t g = t / blocks, n0 = std::min(p.N, (t % blocks) * rows);
+      const int64_t n1 = std::min(p.N, n0 + rows);
+      const int st = p.lif ? lif_rows(kern, p, g, n0, n1) : kern.head_rows(p, g, n0, n1, nullptr);
       // Keep the lowest nonzero status (q < k < v): the same report for any thread count.
       int cur = bad.load();
       while (st != kSsaOk && (cur == kSsaOk || st < cur) &&

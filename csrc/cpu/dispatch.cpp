@@ -18,7 +18,7 @@ namespace cpu {
   void nm_forward_gemv(const NMGemmParams&, const float*, int64_t, int64_t);   \
   void nm_grad_input_tile(const NMGemmParams&, int64_t, int64_t, int64_t);     \
   int64_t nm_first_bad_meta_row(const uint8_t*, int64_t, int64_t, int64_t, int, int); \
-  int ssa_head_rows(const SSAParams&, int64_t, int64_t, int64_t);              \
+  int ssa_head_rows(const SSAParams&, int64_t, int64_t, int64_t, float*);      \
   }
 SPIKEOPS_DECLARE_ISA(scalar)
 SPIKEOPS_DECLARE_ISA(avx2)

@@ -2,6 +2,7 @@
 #include "ops/attention.h"
 
 #include "ops/common.h"
+#include "ops/neurons.h"
 
 #include <c10/core/DeviceGuard.h>
 
@@ -14,8 +15,10 @@ namespace spikeops {
 
 using Tensor = at::Tensor;
 
-Tensor ssa_fwd(const SSABackend& be, const Tensor& q, const Tensor& k, const Tensor& v,
-               double scale, c10::string_view order) {
+namespace {
+
+Tensor run_ssa(const SSABackend& be, const Tensor& q, const Tensor& k, const Tensor& v,
+               double scale, c10::string_view order, const SSAParams* lif) {
   const DType dt = float_dtype(q, "q", " (binary 0/1 spikes)");
   float_dtype(k, "k", " (binary 0/1 spikes)");
   float_dtype(v, "v", " (binary 0/1 spikes)");
@@ -53,6 +56,13 @@ Tensor ssa_fwd(const SSABackend& be, const Tensor& q, const Tensor& k, const Ten
   for (int64_t i = 0; i + 2 < q.dim(); ++i) p.G *= q.size(i);
   p.scale = float(scale);
   p.qk_first = order == "qk_first";
+  if (lif) {
+    p.lif = true;
+    p.T = q.size(0);
+    p.tau = lif->tau;
+    p.v_threshold = lif->v_threshold;
+    p.v_reset = lif->v_reset;
+  }
   // Nothing to write (G, N or Dv is 0): no kernel runs, so no values are checked either.
   if (out.numel() == 0) return out;
   p.q = qc.data_ptr();
@@ -61,6 +71,32 @@ Tensor ssa_fwd(const SSABackend& be, const Tensor& q, const Tensor& k, const Ten
   p.out = out.data_ptr();
   be.forward(p);
   return out;
+}
+
+}  // namespace
+
+Tensor ssa_fwd(const SSABackend& be, const Tensor& q, const Tensor& k, const Tensor& v,
+               double scale, c10::string_view order) {
+  return run_ssa(be, q, k, v, scale, order, nullptr);
+}
+
+Tensor ssa_lif_fwd(const SSABackend& be, const Tensor& q, const Tensor& k, const Tensor& v,
+                   double scale, c10::string_view order, double tau, double v_threshold,
+                   double v_reset, const std::string& surrogate, double alpha, bool) {
+  check_surrogate_name(surrogate, alpha);
+  TORCH_CHECK_VALUE(q.dim() >= 3, "q: expected at least 3 dims [T, ..., N, D] (the LIF runs "
+                    "over dim 0), got shape ", q.sizes());
+  TORCH_CHECK_VALUE(std::isfinite(tau) && tau > 0 && std::isfinite(float(1.0 / tau)),
+                    "tau: expected a finite value > 0, got ", tau);
+  TORCH_CHECK_VALUE(std::isfinite(float(v_threshold)), "v_threshold: expected a finite float32 "
+                    "value, got ", v_threshold);
+  TORCH_CHECK_VALUE(std::isfinite(float(v_reset)), "v_reset: expected a finite float32 value, "
+                    "got ", v_reset);
+  SSAParams lif;
+  lif.tau = float(tau);
+  lif.v_threshold = float(v_threshold);
+  lif.v_reset = float(v_reset);
+  return run_ssa(be, q, k, v, scale, order, &lif);
 }
 
 }  // namespace spikeops

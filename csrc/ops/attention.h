@@ -18,6 +18,12 @@ struct SSABackend {
 
 at::Tensor ssa_fwd(const SSABackend&, const at::Tensor& q, const at::Tensor& k,
                    const at::Tensor& v, double scale, c10::string_view order);
+// SSA fused with the attention LIF over dim 0 of q [T, ..., N, D] (returns its spikes);
+// surrogate / alpha / detach_reset are only checked here (the backward uses them).
+at::Tensor ssa_lif_fwd(const SSABackend&, const at::Tensor& q, const at::Tensor& k,
+                       const at::Tensor& v, double scale, c10::string_view order, double tau,
+                       double v_threshold, double v_reset, const std::string& surrogate,
+                       double alpha, bool detach_reset);
 
 }  // namespace spikeops
 
@@ -26,4 +32,10 @@ at::Tensor ssa_fwd(const SSABackend&, const at::Tensor& q, const at::Tensor& k,
     m.impl("ssa_fwd", [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,    \
                          double scale, c10::string_view order) {                           \
       return ::spikeops::ssa_fwd(backend, q, k, v, scale, order); });                      \
+    m.impl("ssa_lif_fwd", [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,\
+                             double scale, c10::string_view order, double tau,            \
+                             double v_threshold, double v_reset,                          \
+                             const std::string& surrogate, double alpha, bool detach) {   \
+      return ::spikeops::ssa_lif_fwd(backend, q, k, v, scale, order, tau, v_threshold,     \
+                                     v_reset, surrogate, alpha, detach); });               \
   } while (0)

@@ -216,6 +216,10 @@ Tensor reduce_decay_grad(const Tensor& grad_decay, const Tensor& k, const Tensor
 
 }  // namespace
 
+void check_surrogate_name(const std::string& surrogate, double alpha) {
+  parse_surrogate(surrogate, alpha);
+}
+
 Tensor3 lif_fwd(const NeuronBackend& be, const Tensor& x, const OptTensor& v0, double tau,
                 bool decay_input, double v_threshold, std::optional<double> v_reset,
                 const std::string& surrogate, double alpha, bool, bool store_v_seq) {

@@ -21,6 +21,9 @@ struct NeuronBackend {
 };
 
 using Tensor = at::Tensor;
+
+// Raises an error naming surrogate / alpha when they are not a valid surrogate gradient.
+void check_surrogate_name(const std::string& surrogate, double alpha);
 using OptTensor = std::optional<at::Tensor>;
 using Tensor3 = std::tuple<Tensor, Tensor, Tensor>;
 using Tensor4 = std::tuple<Tensor, Tensor, Tensor, Tensor>;

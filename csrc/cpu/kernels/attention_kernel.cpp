@@ -253,8 +253,10 @@ struct Scratch {
 
 namespace {
 
+// Writes rows [n0, n1) of head g to p.out in the dtype, or, when `rows` is given, as fp32
+// (scaled, not yet rounded to the dtype) to rows[(n - n0) * Dv + e] for the fused LIF.
 template <DType DT>
-int head_rows(const SSAParams& p, int64_t g, int64_t n0, int64_t n1) {
+int head_rows(const SSAParams& p, int64_t g, int64_t n0, int64_t n1, float* rows) {
   thread_local Scratch s;
   const int64_t N = p.N, D = p.D, Dv = p.Dv;
   const int64_t wn = (N + 63) / 64, wd = (D + 63) / 64;
@@ -318,8 +320,11 @@ int head_rows(const SSAParams& p, int64_t g, int64_t n0, int64_t n1) {
       for (int j = 0; j < kAccVecs; ++j) {
         const int64_t col = c + j * kWidth;
         if (col >= Dv) break;
-        store_any(oh, n * Dv + col, DT, acc[j] * scale,
-                  int(std::min<int64_t>(kWidth, Dv - col)));
+        const int lanes = int(std::min<int64_t>(kWidth, Dv - col));
+        if (rows)
+          store_any(rows, (n - n0) * Dv + col, DType::kFloat32, acc[j] * scale, lanes);
+        else
+          store_any(oh, n * Dv + col, DT, acc[j] * scale, lanes);
       }
     }
   }
@@ -329,11 +334,11 @@ int head_rows(const SSAParams& p, int64_t g, int64_t n0, int64_t n1) {
 
 }  // namespace
 
-int ssa_head_rows(const SSAParams& p, int64_t g, int64_t n0, int64_t n1) {
+int ssa_head_rows(const SSAParams& p, int64_t g, int64_t n0, int64_t n1, float* rows) {
   switch (p.dtype) {
-    case DType::kFloat32: return head_rows<DType::kFloat32>(p, g, n0, n1);
-    case DType::kBFloat16: return head_rows<DType::kBFloat16>(p, g, n0, n1);
-    default: return head_rows<DType::kFloat16>(p, g, n0, n1);
+    case DType::kFloat32: return head_rows<DType::kFloat32>(p, g, n0, n1, rows);
+    case DType::kBFloat16: return head_rows<DType::kBFloat16>(p, g, n0, n1, rows);
+    default: return head_rows<DType::kFloat16>(p, g, n0, n1, rows);
   }
 }
 

@@ -26,8 +26,9 @@ import torch
 
 from .. import _extension
 from ..ref import attention as ref
+from ..ref.surrogate import check_surrogate
 
-__all__ = ["ssa"]
+__all__ = ["ssa", "ssa_lif"]
 
 _FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _ORDERS = ("kv_first", "qk_first")
@@ -89,6 +90,43 @@ def ssa(q, k, v, scale=0.125, order="kv_first"):
     return torch.ops.spikeops.ssa_fwd.default(q, k, v, scale, order)
 
 
+def _check_lif(q, tau, v_threshold, v_reset):
+    if q.dim() < 3:
+        raise ValueError(f"q: expected at least 3 dims [T, ..., N, D] (the LIF runs over dim 0), "
+                         f"got shape {tuple(q.shape)}")
+    if not (math.isfinite(tau) and tau > 0):
+        raise ValueError(f"tau: expected a finite value > 0, got {tau}")
+    for name, x in (("v_threshold", v_threshold), ("v_reset", v_reset)):
+        if not math.isfinite(x):
+            raise ValueError(f"{name}: expected a finite float32 value, got {x}")
+
+
+def ssa_lif(q, k, v, scale=0.125, order="kv_first", *, tau=2.0, v_threshold=0.5, v_reset=0.0,
+            surrogate="sigmoid", alpha=None, detach_reset=True):
+    """:func:`ssa` fused with Spikformer's attention LIF: the spikes of a multi-step LIF
+    over dim 0 (T) of the attention values, which never go through memory.
+
+    q, k ``[T, ..., N, D]``, v ``[T, ..., N, Dv]``, binary, one float dtype. The LIF is
+    :func:`spikeops.ref.neurons.lif` with ``decay_input=True``, a hard reset to ``v_reset``
+    and ``v0 = v_reset``, run on each attention value as rounded to the dtype (what an
+    unfused ``lif(ssa(q, k, v))`` sees): the same spikes, bit for bit. Defaults are
+    Spikformer's ``MultiStepLIFNode(tau=2.0, v_threshold=0.5, detach_reset=True)``.
+    Differentiable in q, k, v: the backward recomputes the attention (exact), runs the
+    LIF's surrogate-gradient backward kernel, then the SSA gradients of :func:`ssa`.
+    Non-binary input: an error on the CPU; on CUDA the float fallback of :func:`ssa`.
+    """
+    scale, tau, v_threshold, v_reset = float(scale), float(tau), float(v_threshold), float(v_reset)
+    alpha = check_surrogate(surrogate, alpha)
+    if not _native():
+        _check_ssa(q, k, v, scale, order)
+        _check_lif(q, tau, v_threshold, v_reset)
+        _check_binary(q, k, v)
+        return ref.ssa_lif_ref(q, k, v, scale, order, tau, v_threshold, v_reset, surrogate,
+                               alpha, detach_reset)
+    return torch.ops.spikeops.ssa_lif_fwd.default(q, k, v, scale, order, tau, v_threshold,
+                                                  v_reset, surrogate, alpha, bool(detach_reset))
+
+
 # ---- fake implementation and autograd ---------------------------------------------------
 
 if _native():
@@ -102,11 +140,10 @@ if _native():
         ctx.save_for_backward(q, k, v)
         ctx.scale, ctx.order = scale, order
 
-    def _ssa_backward(ctx, grad):
-        q, k, v = ctx.saved_tensors
-        gs = grad * ctx.scale                       # the reference's (... ) * scale
+    def _ssa_grads(q, k, v, grad, scale, order):
+        gs = grad * scale                           # the reference's (... ) * scale
         kt = k.transpose(-2, -1)
-        if ctx.order == "kv_first":                 # out = (q @ A) * s, A = k^T @ v
+        if order == "kv_first":                     # out = (q @ A) * s, A = k^T @ v
             a = kt @ v
             dq = gs @ a.transpose(-2, -1)
             da = q.transpose(-2, -1) @ gs
@@ -118,7 +155,35 @@ if _native():
             dv = s.transpose(-2, -1) @ gs
             dq = ds @ k
             dk = ds.transpose(-2, -1) @ q
-        return dq, dk, dv, None, None
+        return dq, dk, dv
+
+    def _ssa_backward(ctx, grad):
+        q, k, v = ctx.saved_tensors
+        return (*_ssa_grads(q, k, v, grad, ctx.scale, ctx.order), None, None)
 
     torch.library.register_autograd("spikeops::ssa_fwd", _ssa_backward,
                                     setup_context=_ssa_setup)
+
+    @torch.library.register_fake("spikeops::ssa_lif_fwd")
+    def _(q, k, v, scale, order, tau, v_threshold, v_reset, surrogate, alpha, detach_reset):
+        _check_ssa(q, k, v, scale, order)
+        _check_lif(q, tau, v_threshold, v_reset)
+        check_surrogate(surrogate, alpha)
+        return q.new_empty(*v.shape)
+
+    def _ssa_lif_setup(ctx, inputs, output):
+        q, k, v, scale, order, tau, v_threshold, v_reset, surrogate, alpha, detach = inputs
+        ctx.save_for_backward(q, k, v)
+        ctx.args = (scale, order, tau, v_threshold, v_reset, surrogate, alpha, detach)
+
+    def _ssa_lif_backward(ctx, grad):
+        q, k, v = ctx.saved_tensors
+        scale, order, tau, v_threshold, v_reset, surrogate, alpha, detach = ctx.args
+        attn = torch.ops.spikeops.ssa_fwd.default(q, k, v, scale, order)   # exact recompute
+        grad_attn, _ = torch.ops.spikeops.lif_bwd.default(
+            grad.contiguous(), None, attn, None, tau, True, v_threshold, v_reset, surrogate,
+            alpha, detach)
+        return (*_ssa_grads(q, k, v, grad_attn, scale, order),) + (None,) * 8
+
+    torch.library.register_autograd("spikeops::ssa_lif_fwd", _ssa_lif_backward,
+                                    setup_context=_ssa_lif_setup)

@@ -28,7 +28,7 @@ from .neurons import lif
 
 __all__ = ["chunk_simple_gla_ref", "fused_recurrent_simple_gla_ref", "chunk_linear_attn_ref",
            "fused_recurrent_linear_attn_ref", "chunk_gla_ref", "fused_recurrent_gla_ref",
-           "ssa_ref", "sdsa_ref", "rwkv4_wkv_ref", "sliding_window_attn_ref"]
+           "ssa_ref", "ssa_lif_ref", "sdsa_ref", "rwkv4_wkv_ref", "sliding_window_attn_ref"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,6 +286,21 @@ def ssa_ref(q, k, v, scale=0.125, order="kv_first"):
     if order == "qk_first":
         return ((q @ k.transpose(-2, -1)) @ v) * scale
     raise ValueError(f"order: expected 'kv_first' or 'qk_first', got {order!r}")
+
+
+def ssa_lif_ref(q, k, v, scale=0.125, order="kv_first", tau=2.0, v_threshold=0.5,
+                v_reset=0.0, surrogate="sigmoid", alpha=None, detach_reset=True):
+    """Spikformer's SSA followed by its attention LIF (``MultiStepLIFNode(tau=2.0,
+    v_threshold=0.5, detach_reset=True)``): :func:`ssa_ref`, then
+    :func:`spikeops.ref.neurons.lif` over dim 0 (T) with ``decay_input=True`` and a hard
+    reset to ``v_reset``. q, k [T, ..., N, D], v [T, ..., N, Dv]; returns the spikes."""
+    if q.dim() < 3:
+        raise ValueError(f"q: expected at least 3 dims [T, ..., N, D] (the LIF runs over dim 0), "
+                         f"got shape {tuple(q.shape)}")
+    attn = ssa_ref(q, k, v, scale, order)
+    s, _ = lif(attn, tau=tau, v_threshold=v_threshold, v_reset=v_reset, decay_input=True,
+               detach_reset=detach_reset, surrogate=surrogate, alpha=alpha)
+    return s
 
 
 def sdsa_ref(q, k, v, v_threshold=0.5, tau=2.0, detach_reset=True, surrogate="sigmoid",
