@@ -28,7 +28,12 @@ tests=("$@")
 [ ${#tests[@]} -gt 0 ] || tests=(tests -m cuda)
 timeout 300 .venv/bin/python -m pytest "${tests[@]}" -q -rs --maxfail=40 --timeout 120 >"$OUT/tests.log" 2>&1
 echo "tests rc=$?"; tail -40 "$OUT/tests.log"
+if [ -n "${PROFILE:-}" ]; then
+  timeout 180 .venv/bin/python scripts/gpu_profile.py 2>&1 | tee "$OUT/profile.log" | tail -60
+fi
+[ "${BENCH:-1}" = 0 ] && exit 0
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr ' ' '-' | tr -cd 'A-Za-z0-9-')
-timeout ${BENCH_TIMEOUT:-240} .venv/bin/python -m spikeops bench --device cuda \
+timeout ${BENCH_TIMEOUT:-240} # shellcheck disable=SC2086
+.venv/bin/python -m spikeops bench --device cuda ${BENCH_ARGS:-} \
   --json "$OUT/$gpu-$(date +%F).json" >"$OUT/bench.log" 2>&1
 echo "bench rc=$?"; tail -40 "$OUT/bench.log"
