@@ -1,4 +1,7 @@
 // Launchers of the spiking self-attention kernel (csrc/cuda/attention/ssa_kernels.cuh).
+#include <cstdint>
+
+#include "cuda/attention/ssa_fast.cuh"
 #include "cuda/attention/ssa_kernels.cuh"
 #include "cuda/attention/ssa_launch.h"
 
@@ -17,12 +20,43 @@ size_t smem_budget() {
   return size_t(optin);
 }
 
+bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }
+
+template <typename T, int DP>
+cudaError_t launch_fast(const SSAParams& p, size_t bytes, cudaStream_t stream) {
+  cudaError_t err = cudaFuncSetAttribute(ssa_fast_kernel<T, DP>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+  if (err != cudaSuccess) return err;
+  const dim3 grid(unsigned(p.G / p.T), unsigned((p.Dv + kCols - 1) / kCols),
+                  unsigned((p.N + kRowGroup - 1) / kRowGroup));
+  ssa_fast_kernel<T, DP><<<grid, kFastThreads, bytes, stream>>>(p);
+  return cudaGetLastError();
+}
+
+// The fast kernel when its conditions hold (see ssa_fast.cuh); returns false otherwise.
+template <typename T>
+bool try_fast(const SSAParams& p, size_t budget, cudaStream_t stream, cudaError_t* err) {
+  constexpr int kVec = 16 / int(sizeof(T));
+  if (p.D % kVec != 0 || p.Dv % kVec != 0 || p.D > kMaxD) return false;
+  if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v) || !aligned16(p.out)) return false;
+  if ((p.N + kRowGroup - 1) / kRowGroup > 65535) return false;
+  const int dp = p.D <= 32 ? 32 : p.D <= 64 ? 64 : 128;
+  const size_t bytes = dp == 32 ? FastLayout<32>(p.N).total
+                       : dp == 64 ? FastLayout<64>(p.N).total : FastLayout<128>(p.N).total;
+  if (bytes > budget) return false;
+  *err = dp == 32 ? launch_fast<T, 32>(p, bytes, stream)
+         : dp == 64 ? launch_fast<T, 64>(p, bytes, stream) : launch_fast<T, 128>(p, bytes, stream);
+  return true;
+}
+
 template <typename T>
 cudaError_t launch(const SSAParams& p, float* scratch, cudaStream_t stream) {
   const size_t budget = smem_budget();
+  cudaError_t err = cudaSuccess;
+  if (try_fast<T>(p, budget, stream, &err)) return err;
   const Layout L(p.D, p.N, p.lif, budget);
   if (L.total > budget) return cudaErrorInvalidConfiguration;
-  cudaError_t err = cudaFuncSetAttribute(ssa_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  err = cudaFuncSetAttribute(ssa_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          int(L.total));
   if (err != cudaSuccess) return err;
   const dim3 grid(unsigned(p.G / p.T), unsigned((p.Dv + kCols - 1) / kCols));

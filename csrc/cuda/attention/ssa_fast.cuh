@@ -1,0 +1,261 @@
+// The fast SSA kernel (same math and exactness as ssa_kernels.cuh, see there): a block
+// loads a whole head's k, v (its 64 output columns) and its group of 128 q rows into
+// shared memory at once, with 16-byte loads all in flight before the first use, then
+// runs both products on the tensor cores from shared memory. The v1 kernel took a memory
+// round trip per 32-token tile with scalar loads and was latency-bound (8x cuBLAS's time).
+//
+// Grid: x = heads of one time step, y = 64-column blocks of Dv, z = groups of 128 rows.
+// Each of the 8 warps owns 16 rows of the group, so the fused LIF keeps its membrane in
+// the warp's accumulator fragments across the T steps (elementwise on fragments is
+// layout-independent: every fragment of one shape shares the layout).
+//
+// Taken when D <= 128, D and Dv are multiples of the 16-byte vector width, the pointers
+// are 16-byte aligned and the head fits in shared memory (ssa.cu checks); else the v1
+// kernel runs.
+#pragma once
+
+#include "cuda/attention/ssa_kernels.cuh"
+
+namespace spikeops {
+namespace cuda_ssa {
+
+constexpr int kFastWarps = 8;
+constexpr int kFastThreads = 32 * kFastWarps;
+constexpr int kRowGroup = 16 * kFastWarps;
+
+template <int DP>
+struct FastLayout {
+  int64_t np;                                  // N rounded up to 16
+  size_t kv_f32, kv_hi, kv_lo, q_tile, total;  // region A (k, v | stage) starts at 0
+  __host__ __device__ static size_t up(size_t x) { return (x + 127) / 128 * 128; }
+  __host__ __device__ explicit FastLayout(int64_t N) {
+    np = (N + 15) / 16 * 16;
+    const size_t kv_tiles = size_t(np) * (DP + kCols) * 2;
+    const size_t stage = size_t(kFastWarps) * 16 * kCols * 4;
+    size_t off = up(kv_tiles > stage ? kv_tiles : stage);
+    kv_f32 = off; off += up(size_t(DP) * kCols * 4);
+    kv_hi = off; off += up(size_t(DP) * kCols * 2);
+    kv_lo = off; off += up(size_t(DP) * kCols * 2);
+    q_tile = off; off += up(size_t(kRowGroup) * DP * 2);
+    total = off;
+  }
+};
+
+// 16 bytes of T (kVec elements) -> halves at dst; bad |= an entry is not 0 or 1.
+template <typename T>
+struct VecIO {
+  static constexpr int kVec = 16 / int(sizeof(T));
+  __device__ static void load(const T* src, __half* dst, int& bad) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(src);
+    const T* x = reinterpret_cast<const T*>(&raw);
+    __half h[kVec];
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) {
+      const float f = to_f32(x[i]);
+      bad |= not_binary(f);
+      h[i] = __float2half_rn(f);
+    }
+    if constexpr (kVec == 8)
+      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(h);
+    else
+      *reinterpret_cast<uint2*>(dst) = *reinterpret_cast<const uint2*>(h);
+  }
+  __device__ static void zero(__half* dst) {
+    if constexpr (kVec == 8)
+      *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+    else
+      *reinterpret_cast<uint2*>(dst) = make_uint2(0, 0);
+  }
+  __device__ static void store(T* dst, const float* src) {
+    T y[kVec];
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) y[i] = from_f32<T>(src[i]);
+    *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(y);
+  }
+};
+
+template <typename T, int DP>
+// Two blocks per SM (<= 128 registers): one loads while the other computes.
+__global__ void __launch_bounds__(kFastThreads, 2)
+    ssa_fast_kernel(const __grid_constant__ SSAParams p) {
+  using namespace nvcuda;
+  using IO = VecIO<T>;
+  constexpr int kVec = IO::kVec;
+  extern __shared__ __align__(128) unsigned char smem[];
+  const FastLayout<DP> L(p.N);
+  __half* k_tile = reinterpret_cast<__half*>(smem);                     // [np][DP]
+  __half* v_tile = k_tile + L.np * DP;                                    // [np][64]
+  float* kv_f32 = reinterpret_cast<float*>(smem + L.kv_f32);             // [DP][64]
+  __half* kv_hi = reinterpret_cast<__half*>(smem + L.kv_hi);
+  __half* kv_lo = reinterpret_cast<__half*>(smem + L.kv_lo);
+  __half* q_tile = reinterpret_cast<__half*>(smem + L.q_tile);           // [128][DP]
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  float* stage = reinterpret_cast<float*>(smem) + warp * 16 * kCols;    // aliases k/v
+
+  const int64_t N = p.N, D = p.D, Dv = p.Dv, np = L.np;
+  const int64_t heads = p.G / p.T, bh = blockIdx.x;
+  const int64_t c0 = int64_t(blockIdx.y) * kCols;
+  const int cols = int(Dv - c0 < kCols ? Dv - c0 : kCols);
+  const int64_t r0 = int64_t(blockIdx.z) * kRowGroup;
+  const int64_t my_row = r0 + warp * 16;      // this warp's 16 rows
+  const bool split = N >= int64_t(kSplit);
+
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> membrane[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) wmma::fill_fragment(membrane[j], p.v_reset);
+
+  for (int64_t t = 0; t < p.T; ++t) {
+    const int64_t g = t * heads + bh;
+    const T* kg = static_cast<const T*>(p.k) + g * N * D;
+    const T* vg = static_cast<const T*>(p.v) + g * N * Dv;
+    const T* qg = static_cast<const T*>(p.q) + g * N * D;
+    // ---- load the head (every load issued before any is used) ------------------------
+    int bad = 0;
+    constexpr int kRowVecsK = DP / kVec, kRowVecsV = kCols / kVec;
+#pragma unroll 4
+    for (int64_t i = threadIdx.x; i < np * kRowVecsK; i += kFastThreads) {
+      const int64_t r = i / kRowVecsK;
+      const int d = int(i % kRowVecsK) * kVec;
+      if (r < N && d < D) IO::load(kg + r * D + d, k_tile + r * DP + d, bad);
+      else IO::zero(k_tile + r * DP + d);
+    }
+#pragma unroll 4
+    for (int64_t i = threadIdx.x; i < np * kRowVecsV; i += kFastThreads) {
+      const int64_t r = i / kRowVecsV;
+      const int c = int(i % kRowVecsV) * kVec;
+      if (r < N && c < cols) IO::load(vg + r * Dv + c0 + c, v_tile + r * kCols + c, bad);
+      else IO::zero(v_tile + r * kCols + c);
+    }
+#pragma unroll 4
+    for (int i = threadIdx.x; i < kRowGroup * kRowVecsK; i += kFastThreads) {
+      const int r = i / kRowVecsK, d = (i % kRowVecsK) * kVec;
+      if (r0 + r < N && d < D) IO::load(qg + (r0 + r) * D + d, q_tile + r * DP + d, bad);
+      else IO::zero(q_tile + r * DP + d);
+    }
+    // A non-binary value anywhere in the head's k, v (these columns) or the group's q
+    // rows sends the whole block to the fp32 fallback for this step.
+    const bool head_bad = __syncthreads_or(bad) != 0;
+
+    // ---- KV = k^T v --------------------------------------------------------------------
+    if (!head_bad) {
+      constexpr int kTiles = DP / 32;          // (DP / 16) x 4 tiles over 8 warps
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kTiles];
+#pragma unroll
+      for (int i = 0; i < kTiles; ++i) wmma::fill_fragment(acc[i], 0.f);
+      for (int64_t kk = 0; kk < np; kk += 16) {
+#pragma unroll
+        for (int i = 0; i < kTiles; ++i) {
+          const int idx = warp + kFastWarps * i, dt = idx >> 2, et = idx & 3;
+          wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::col_major> a;
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> b;
+          wmma::load_matrix_sync(a, k_tile + kk * DP + dt * 16, DP);
+          wmma::load_matrix_sync(b, v_tile + kk * kCols + et * 16, kCols);
+          wmma::mma_sync(acc[i], a, b, acc[i]);
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < kTiles; ++i) {
+        const int idx = warp + kFastWarps * i, dt = idx >> 2, et = idx & 3;
+        wmma::store_matrix_sync(kv_f32 + dt * 16 * kCols + et * 16, acc[i], kCols,
+                                wmma::mem_row_major);
+      }
+    } else {
+      for (int i = threadIdx.x; i < DP * kCols; i += kFastThreads) {
+        const int d = i / kCols, c = i % kCols;
+        float s = 0.f;
+        if (d < D && c < cols)
+          for (int64_t n = 0; n < N; ++n)
+            s = fmaf(to_f32(kg[n * D + d]), to_f32(vg[n * Dv + c0 + c]), s);
+        kv_f32[i] = s;
+      }
+    }
+    __syncthreads();
+    if (!head_bad) {
+      for (int i = threadIdx.x; i < DP * kCols; i += kFastThreads) {
+        const float x = kv_f32[i];
+        const float hi = split ? floorf(x / kSplit) : 0.f;
+        kv_hi[i] = __float2half_rn(hi);
+        kv_lo[i] = __float2half_rn(x - hi * kSplit);
+      }
+    }
+    __syncthreads();   // kv_* ready; k_tile / v_tile free (the stage reuses them)
+
+    // ---- this warp's 16 rows: out = q KV, scale, round, LIF, store ---------------------
+    if (my_row < N) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> out[4];
+      if (!head_bad) {
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> hi[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          wmma::fill_fragment(out[j], 0.f);
+          wmma::fill_fragment(hi[j], 0.f);
+        }
+#pragma unroll
+        for (int dk = 0; dk < DP; dk += 16) {
+          wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
+          wmma::load_matrix_sync(a, q_tile + warp * 16 * DP + dk, DP);
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> b;
+            wmma::load_matrix_sync(b, kv_lo + dk * kCols + j * 16, kCols);
+            wmma::mma_sync(out[j], a, b, out[j]);
+            if (split) {
+              wmma::load_matrix_sync(b, kv_hi + dk * kCols + j * 16, kCols);
+              wmma::mma_sync(hi[j], a, b, hi[j]);
+            }
+          }
+        }
+        if (split) {
+#pragma unroll
+          for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int e = 0; e < out[j].num_elements; ++e)
+              out[j].x[e] = fmaf(hi[j].x[e], kSplit, out[j].x[e]);   // exact integers
+        }
+      } else {
+        for (int i = lane; i < 16 * kCols; i += 32) {
+          const int r = i / kCols, c = i % kCols;
+          const int64_t n = my_row + r;
+          float s = 0.f;
+          if (n < N && c < cols)
+            for (int64_t d = 0; d < D; ++d) s = fmaf(to_f32(qg[n * D + d]), kv_f32[d * kCols + c], s);
+          stage[i] = s;
+        }
+        __syncwarp();
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+          wmma::load_matrix_sync(out[j], stage + j * 16, kCols, wmma::mem_row_major);
+        __syncwarp();
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+#pragma unroll
+        for (int e = 0; e < out[j].num_elements; ++e) {
+          float y = to_f32(from_f32<T>(__fmul_rn(out[j].x[e], p.scale)));
+          if (p.lif) {
+            const float v = membrane[j].x[e];
+            const float h = p.v_reset != 0.f
+                ? __fadd_rn(v, __fdiv_rn(__fsub_rn(y, __fsub_rn(v, p.v_reset)), p.tau))
+                : __fadd_rn(v, __fdiv_rn(__fsub_rn(y, v), p.tau));
+            const float s = __fsub_rn(h, p.v_threshold) >= 0.f ? 1.f : 0.f;
+            membrane[j].x[e] = __fadd_rn(__fmul_rn(__fsub_rn(1.f, s), h), __fmul_rn(s, p.v_reset));
+            y = s;
+          }
+          out[j].x[e] = y;
+        }
+        wmma::store_matrix_sync(stage + j * 16, out[j], kCols, wmma::mem_row_major);
+      }
+      __syncwarp();
+      T* og = static_cast<T*>(p.out) + g * N * Dv;
+      for (int i = lane; i < 16 * kRowVecsV; i += 32) {
+        const int r = i / kRowVecsV, c = (i % kRowVecsV) * kVec;
+        const int64_t n = my_row + r;
+        if (n < N && c < cols) IO::store(og + n * Dv + c0 + c, stage + r * kCols + c);
+      }
+    }
+    __syncthreads();   // the next step reloads k / v over the stage
+  }
+}
+
+}  // namespace cuda_ssa
+}  // namespace spikeops
