@@ -4,3 +4,6 @@ from .neurons import (  # noqa: F401
     MultiStepParametricLIFNode,
     ParametricLIFNode, reset_net, surrogate_spec)
 from .nm import NMConv2d, NMConv2dInference, NMLinear, NMLinearInference  # noqa: F401
+from .attention import (  # noqa: F401
+    GatedLinearAttention, LinearAttention, SlidingWindowAttention, SpikeDrivenSelfAttention,
+    SpikingSelfAttention)
