@@ -23,20 +23,26 @@ constexpr int kFastWarps = 8;
 constexpr int kFastThreads = 32 * kFastWarps;
 constexpr int kRowGroup = 16 * kFastWarps;
 
+// Shared-memory row strides are padded by 16 bytes so the rows of a fragment load fall in
+// different banks (unpadded, every row of a 64-wide half tile starts in bank 0).
 template <int DP>
 struct FastLayout {
+  static constexpr int kLdK = DP + 8, kLdV = kCols + 8, kLdF = kCols + 4;   // elements
   int64_t np;                                  // N rounded up to 16
-  size_t kv_f32, kv_hi, kv_lo, q_tile, total;  // region A (k, v | stage) starts at 0
+  // Region A at 0 holds k, v (phase 1), then kv_f32 and the stage (dead k/v reused).
+  size_t v_tile, kv_f32, stage, kv_hi, kv_lo, q_tile, total;
   __host__ __device__ static size_t up(size_t x) { return (x + 127) / 128 * 128; }
   __host__ __device__ explicit FastLayout(int64_t N) {
     np = (N + 15) / 16 * 16;
-    const size_t kv_tiles = size_t(np) * (DP + kCols) * 2;
-    const size_t stage = size_t(kFastWarps) * 16 * kCols * 4;
-    size_t off = up(kv_tiles > stage ? kv_tiles : stage);
-    kv_f32 = off; off += up(size_t(DP) * kCols * 4);
-    kv_hi = off; off += up(size_t(DP) * kCols * 2);
-    kv_lo = off; off += up(size_t(DP) * kCols * 2);
-    q_tile = off; off += up(size_t(kRowGroup) * DP * 2);
+    v_tile = up(size_t(np) * kLdK * 2);
+    const size_t kv_tiles = v_tile + up(size_t(np) * kLdV * 2);
+    kv_f32 = 0;
+    stage = up(size_t(DP) * kLdF * 4);
+    const size_t after = stage + up(size_t(kFastWarps) * 16 * kLdF * 4);
+    size_t off = kv_tiles > after ? kv_tiles : after;
+    kv_hi = off; off += up(size_t(DP) * kLdV * 2);
+    kv_lo = off; off += up(size_t(DP) * kLdV * 2);
+    q_tile = off; off += up(size_t(kRowGroup) * kLdK * 2);
     total = off;
   }
 };
@@ -45,8 +51,7 @@ struct FastLayout {
 template <typename T>
 struct VecIO {
   static constexpr int kVec = 16 / int(sizeof(T));
-  __device__ static void load(const T* src, __half* dst, int& bad) {
-    const uint4 raw = *reinterpret_cast<const uint4*>(src);
+  __device__ static void convert(const uint4& raw, __half* dst, int& bad) {
     const T* x = reinterpret_cast<const T*>(&raw);
     __half h[kVec];
 #pragma unroll
@@ -59,12 +64,6 @@ struct VecIO {
       *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(h);
     else
       *reinterpret_cast<uint2*>(dst) = *reinterpret_cast<const uint2*>(h);
-  }
-  __device__ static void zero(__half* dst) {
-    if constexpr (kVec == 8)
-      *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
-    else
-      *reinterpret_cast<uint2*>(dst) = make_uint2(0, 0);
   }
   __device__ static void store(T* dst, const float* src) {
     T y[kVec];
@@ -82,15 +81,17 @@ __global__ void __launch_bounds__(kFastThreads, 2)
   using IO = VecIO<T>;
   constexpr int kVec = IO::kVec;
   extern __shared__ __align__(128) unsigned char smem[];
-  const FastLayout<DP> L(p.N);
-  __half* k_tile = reinterpret_cast<__half*>(smem);                     // [np][DP]
-  __half* v_tile = k_tile + L.np * DP;                                    // [np][64]
-  float* kv_f32 = reinterpret_cast<float*>(smem + L.kv_f32);             // [DP][64]
-  __half* kv_hi = reinterpret_cast<__half*>(smem + L.kv_hi);
+  using Lay = FastLayout<DP>;
+  constexpr int kLdK = Lay::kLdK, kLdV = Lay::kLdV, kLdF = Lay::kLdF;
+  const Lay L(p.N);
+  __half* k_tile = reinterpret_cast<__half*>(smem);                      // [np][kLdK]
+  __half* v_tile = reinterpret_cast<__half*>(smem + L.v_tile);           // [np][kLdV]
+  float* kv_f32 = reinterpret_cast<float*>(smem + L.kv_f32);             // [DP][kLdF]
+  __half* kv_hi = reinterpret_cast<__half*>(smem + L.kv_hi);             // [DP][kLdV]
   __half* kv_lo = reinterpret_cast<__half*>(smem + L.kv_lo);
-  __half* q_tile = reinterpret_cast<__half*>(smem + L.q_tile);           // [128][DP]
+  __half* q_tile = reinterpret_cast<__half*>(smem + L.q_tile);           // [128][kLdK]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  float* stage = reinterpret_cast<float*>(smem) + warp * 16 * kCols;    // aliases k/v
+  float* stage = reinterpret_cast<float*>(smem + L.stage) + warp * 16 * kLdF;
 
   const int64_t N = p.N, D = p.D, Dv = p.Dv, np = L.np;
   const int64_t heads = p.G / p.T, bh = blockIdx.x;
@@ -109,28 +110,41 @@ __global__ void __launch_bounds__(kFastThreads, 2)
     const T* kg = static_cast<const T*>(p.k) + g * N * D;
     const T* vg = static_cast<const T*>(p.v) + g * N * Dv;
     const T* qg = static_cast<const T*>(p.q) + g * N * D;
-    // ---- load the head (every load issued before any is used) ------------------------
+    // ---- load the head: batches of 8 independent 16-byte loads per thread -------------
+    // One index space over k [np x DP], v [np x 64] and the group's q [128 x DP] (in
+    // vectors); padding rows / columns load as zeros.
     int bad = 0;
-    constexpr int kRowVecsK = DP / kVec, kRowVecsV = kCols / kVec;
-#pragma unroll 4
-    for (int64_t i = threadIdx.x; i < np * kRowVecsK; i += kFastThreads) {
-      const int64_t r = i / kRowVecsK;
-      const int d = int(i % kRowVecsK) * kVec;
-      if (r < N && d < D) IO::load(kg + r * D + d, k_tile + r * DP + d, bad);
-      else IO::zero(k_tile + r * DP + d);
-    }
-#pragma unroll 4
-    for (int64_t i = threadIdx.x; i < np * kRowVecsV; i += kFastThreads) {
-      const int64_t r = i / kRowVecsV;
-      const int c = int(i % kRowVecsV) * kVec;
-      if (r < N && c < cols) IO::load(vg + r * Dv + c0 + c, v_tile + r * kCols + c, bad);
-      else IO::zero(v_tile + r * kCols + c);
-    }
-#pragma unroll 4
-    for (int i = threadIdx.x; i < kRowGroup * kRowVecsK; i += kFastThreads) {
-      const int r = i / kRowVecsK, d = (i % kRowVecsK) * kVec;
-      if (r0 + r < N && d < D) IO::load(qg + (r0 + r) * D + d, q_tile + r * DP + d, bad);
-      else IO::zero(q_tile + r * DP + d);
+    constexpr int kRowVecsK = DP / kVec, kRowVecsV = kCols / kVec, kBatch = 8;
+    const int64_t nk = np * kRowVecsK, nv = np * kRowVecsV, total = nk + nv + kRowGroup * kRowVecsK;
+    for (int64_t base = threadIdx.x; base < total; base += kBatch * kFastThreads) {
+      uint4 raw[kBatch];
+      __half* dst[kBatch];
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) {
+        const int64_t i = base + int64_t(b) * kFastThreads;
+        const T* src = nullptr;
+        dst[b] = nullptr;
+        if (i < nk) {
+          const int64_t r = i / kRowVecsK;
+          const int d = int(i % kRowVecsK) * kVec;
+          dst[b] = k_tile + r * kLdK + d;
+          if (r < N && d < D) src = kg + r * D + d;
+        } else if (i < nk + nv) {
+          const int64_t r = (i - nk) / kRowVecsV;
+          const int c = int((i - nk) % kRowVecsV) * kVec;
+          dst[b] = v_tile + r * kLdV + c;
+          if (r < N && c < cols) src = vg + r * Dv + c0 + c;
+        } else if (i < total) {
+          const int64_t r = (i - nk - nv) / kRowVecsK;
+          const int d = int((i - nk - nv) % kRowVecsK) * kVec;
+          dst[b] = q_tile + r * kLdK + d;
+          if (r0 + r < N && d < D) src = qg + (r0 + r) * D + d;
+        }
+        raw[b] = src ? *reinterpret_cast<const uint4*>(src) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b)
+        if (dst[b]) IO::convert(raw[b], dst[b], bad);
     }
     // A non-binary value anywhere in the head's k, v (these columns) or the group's q
     // rows sends the whole block to the fp32 fallback for this step.
@@ -148,15 +162,16 @@ __global__ void __launch_bounds__(kFastThreads, 2)
           const int idx = warp + kFastWarps * i, dt = idx >> 2, et = idx & 3;
           wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::col_major> a;
           wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> b;
-          wmma::load_matrix_sync(a, k_tile + kk * DP + dt * 16, DP);
-          wmma::load_matrix_sync(b, v_tile + kk * kCols + et * 16, kCols);
+          wmma::load_matrix_sync(a, k_tile + kk * kLdK + dt * 16, kLdK);
+          wmma::load_matrix_sync(b, v_tile + kk * kLdV + et * 16, kLdV);
           wmma::mma_sync(acc[i], a, b, acc[i]);
         }
       }
+      __syncthreads();   // every warp is done with k / v: kv_f32 reuses their space
 #pragma unroll
       for (int i = 0; i < kTiles; ++i) {
         const int idx = warp + kFastWarps * i, dt = idx >> 2, et = idx & 3;
-        wmma::store_matrix_sync(kv_f32 + dt * 16 * kCols + et * 16, acc[i], kCols,
+        wmma::store_matrix_sync(kv_f32 + dt * 16 * kLdF + et * 16, acc[i], kLdF,
                                 wmma::mem_row_major);
       }
     } else {
@@ -166,19 +181,20 @@ __global__ void __launch_bounds__(kFastThreads, 2)
         if (d < D && c < cols)
           for (int64_t n = 0; n < N; ++n)
             s = fmaf(to_f32(kg[n * D + d]), to_f32(vg[n * Dv + c0 + c]), s);
-        kv_f32[i] = s;
+        kv_f32[d * kLdF + c] = s;
       }
     }
     __syncthreads();
     if (!head_bad) {
       for (int i = threadIdx.x; i < DP * kCols; i += kFastThreads) {
-        const float x = kv_f32[i];
+        const int d = i / kCols, c = i % kCols;
+        const float x = kv_f32[d * kLdF + c];
         const float hi = split ? floorf(x / kSplit) : 0.f;
-        kv_hi[i] = __float2half_rn(hi);
-        kv_lo[i] = __float2half_rn(x - hi * kSplit);
+        kv_hi[d * kLdV + c] = __float2half_rn(hi);
+        kv_lo[d * kLdV + c] = __float2half_rn(x - hi * kSplit);
       }
     }
-    __syncthreads();   // kv_* ready; k_tile / v_tile free (the stage reuses them)
+    __syncthreads();   // kv_hi / kv_lo ready
 
     // ---- this warp's 16 rows: out = q KV, scale, round, LIF, store ---------------------
     if (my_row < N) {
@@ -193,14 +209,14 @@ __global__ void __launch_bounds__(kFastThreads, 2)
 #pragma unroll
         for (int dk = 0; dk < DP; dk += 16) {
           wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
-          wmma::load_matrix_sync(a, q_tile + warp * 16 * DP + dk, DP);
+          wmma::load_matrix_sync(a, q_tile + warp * 16 * kLdK + dk, kLdK);
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
             wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> b;
-            wmma::load_matrix_sync(b, kv_lo + dk * kCols + j * 16, kCols);
+            wmma::load_matrix_sync(b, kv_lo + dk * kLdV + j * 16, kLdV);
             wmma::mma_sync(out[j], a, b, out[j]);
             if (split) {
-              wmma::load_matrix_sync(b, kv_hi + dk * kCols + j * 16, kCols);
+              wmma::load_matrix_sync(b, kv_hi + dk * kLdV + j * 16, kLdV);
               wmma::mma_sync(hi[j], a, b, hi[j]);
             }
           }
@@ -218,13 +234,13 @@ __global__ void __launch_bounds__(kFastThreads, 2)
           const int64_t n = my_row + r;
           float s = 0.f;
           if (n < N && c < cols)
-            for (int64_t d = 0; d < D; ++d) s = fmaf(to_f32(qg[n * D + d]), kv_f32[d * kCols + c], s);
-          stage[i] = s;
+            for (int64_t d = 0; d < D; ++d) s = fmaf(to_f32(qg[n * D + d]), kv_f32[d * kLdF + c], s);
+          stage[r * kLdF + c] = s;
         }
         __syncwarp();
 #pragma unroll
         for (int j = 0; j < 4; ++j)
-          wmma::load_matrix_sync(out[j], stage + j * 16, kCols, wmma::mem_row_major);
+          wmma::load_matrix_sync(out[j], stage + j * 16, kLdF, wmma::mem_row_major);
         __syncwarp();
       }
 #pragma unroll
@@ -243,14 +259,14 @@ __global__ void __launch_bounds__(kFastThreads, 2)
           }
           out[j].x[e] = y;
         }
-        wmma::store_matrix_sync(stage + j * 16, out[j], kCols, wmma::mem_row_major);
+        wmma::store_matrix_sync(stage + j * 16, out[j], kLdF, wmma::mem_row_major);
       }
       __syncwarp();
       T* og = static_cast<T*>(p.out) + g * N * Dv;
       for (int i = lane; i < 16 * kRowVecsV; i += 32) {
         const int r = i / kRowVecsV, c = (i % kRowVecsV) * kVec;
         const int64_t n = my_row + r;
-        if (n < N && c < cols) IO::store(og + n * Dv + c0 + c, stage + r * kCols + c);
+        if (n < N && c < cols) IO::store(og + n * Dv + c0 + c, stage + r * kLdF + c);
       }
     }
     __syncthreads();   // the next step reloads k / v over the stage
