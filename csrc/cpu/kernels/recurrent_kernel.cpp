@@ -22,7 +22,8 @@
 // and walks them in reverse. dw, du are summed over t per (b, c) into param_partial and
 // reduced over b by the caller (fixed order: deterministic).
 // Memory traffic: forward reads k, v, writes y; backward reads k, v twice and gy once,
-// writes dk, dv. The cost is the four (forward) / ~nine (backward) exps per element-step.
+// writes dk, dv. The cost is the exps: each max / exp pair of the reference is one exp
+// (one of the two factors is exactly 1), so two per element-step forward and six backward.
 // Parallelisation (csrc/cpu/recurrent.cpp): a task is (b, block of <= 64 channels).
 //
 // ---- SDSA ------------------------------------------------------------------------------
@@ -63,17 +64,28 @@ struct RwkvState {
   VecF a, b, p;
 };
 
+// exp(a - m) and exp(b - m) for m = max(a, b) with one exp: one of them is exp(0) = 1 and
+// the other exp(-|a - b|), the same float argument as the reference's (b - a is exactly
+// -(a - b)), so the same values as two exps at half the cost. NaN in a or b: m and the
+// non-1 factor are NaN (like torch.maximum), so it propagates.
+SPIKEOPS_INLINE void exp_pair(VecF a, VecF b, VecF& ea, VecF& eb, VecF& m) {
+  const VecF one(1.f);
+  m = vmax_nan(a, b);
+  const VecF x = exp_neg(VecF(0.f) - vabs(a - b));
+  const MaskF a_ge = ge(a, b);
+  ea = select(a_ge, one, x);
+  eb = select(a_ge, x, one);
+}
+
 SPIKEOPS_INLINE VecF wkv_output(const RwkvState& s, VecF u, VecF k, VecF v) {
-  const VecF uk = u + k;
-  const VecF q = vmax_nan(s.p, uk);
-  const VecF e1 = exp_neg(s.p - q), e2 = exp_neg(uk - q);
+  VecF e1, e2, q;
+  exp_pair(s.p, u + k, e1, e2, q);
   return (e1 * s.a + e2 * v) / (e1 * s.b + e2);
 }
 
 SPIKEOPS_INLINE void wkv_update(RwkvState& s, VecF w, VecF k, VecF v) {
-  const VecF pw = s.p + w;
-  const VecF q = vmax_nan(pw, k);
-  const VecF e1 = exp_neg(pw - q), e2 = exp_neg(k - q);
+  VecF e1, e2, q;
+  exp_pair(s.p + w, k, e1, e2, q);
   s.a = e1 * s.a + e2 * v;
   s.b = e1 * s.b + e2;
   s.p = q;
@@ -180,9 +192,8 @@ void rwkv_backward(const RWKVParams& p, int64_t b, int64_t c0, int64_t c1) {
         const VecF uu = load_f32(u + j, n), ww = load_f32(w + j, n);
         VecF vga = load_f32(ga + j, n), vgb = load_f32(gb + j, n), vr = load_f32(r + j, n);
         // This step's output, recomputed.
-        const VecF uk = uu + k;
-        const VecF q = vmax_nan(sp, uk);
-        const VecF e1 = exp_neg(sp - q), e2 = exp_neg(uk - q);
+        VecF e1, e2, q;
+        exp_pair(sp, uu + k, e1, e2, q);
         const VecF d = e1 * sb + e2;
         const VecF y = (e1 * sa + e2 * v) / d;
         const VecF gyd = gy / d;
@@ -196,10 +207,8 @@ void rwkv_backward(const RWKVParams& p, int64_t b, int64_t c0, int64_t c1) {
         const VecF fw = exp_neg(ww + vr + sp);
         store_f32(dw + j, vfma(fw, vfma(vga, sa, vgb * sb), load_f32(dw + j, n)), n);
         // Adjoints of the state before this step.
-        const VecF rw = vr + ww;
-        const VecF mq = zero - q;
-        const VecF r2 = vmax(rw, mq);
-        const VecF s1 = exp_neg(rw - r2), s2 = exp_neg(mq - r2);
+        VecF s1, s2, r2;
+        exp_pair(vr + ww, zero - q, s1, s2, r2);
         const VecF s2g = s2 * gyd;
         vga = vfma(s1, vga, s2g);
         vgb = s1 * vgb - s2g * y;

@@ -48,17 +48,25 @@ struct State {
   float a, b, p;
 };
 
+// exp(a - m) and exp(b - m) for m = max(a, b) with one exp (one factor is exactly 1; see
+// the CPU kernel). NaN propagates through m and the non-1 factor.
+__device__ __forceinline__ void exp_pair(float a, float b, float& ea, float& eb, float& m) {
+  const bool a_ge = a >= b;
+  m = a_ge ? a : b;  // b when unordered, like the CPU kernel
+  const float x = expf(-fabsf(a - b));
+  ea = a_ge ? 1.f : x;
+  eb = a_ge ? x : 1.f;
+}
+
 __device__ __forceinline__ float wkv_output(const State& s, float u, float k, float v) {
-  const float uk = u + k;
-  const float q = fmaxf(s.p, uk);
-  const float e1 = expf(s.p - q), e2 = expf(uk - q);
+  float e1, e2, q;
+  exp_pair(s.p, u + k, e1, e2, q);
   return (e1 * s.a + e2 * v) / (e1 * s.b + e2);
 }
 
 __device__ __forceinline__ void wkv_update(State& s, float w, float k, float v) {
-  const float pw = s.p + w;
-  const float q = fmaxf(pw, k);
-  const float e1 = expf(pw - q), e2 = expf(k - q);
+  float e1, e2, q;
+  exp_pair(s.p + w, k, e1, e2, q);
   s.a = e1 * s.a + e2 * v;
   s.b = e1 * s.b + e2;
   s.p = q;
@@ -155,9 +163,8 @@ __global__ void __launch_bounds__(kThreads) rwkv_bwd_kernel(const __grid_constan
       const int64_t t = t1 - 1 - j;
       if (t >= 0) {
         const float kk = ks[j], vv = vs[j];
-        const float uk = u + kk;
-        const float q = fmaxf(ps[j], uk);
-        const float e1 = expf(ps[j] - q), e2 = expf(uk - q);
+        float e1, e2, q;
+        exp_pair(ps[j], u + kk, e1, e2, q);
         const float d = e1 * bs[j] + e2;
         const float yv = (e1 * as[j] + e2 * vv) / d;
         const float gyd = gys[j] / d;
@@ -168,9 +175,9 @@ __global__ void __launch_bounds__(kThreads) rwkv_bwd_kernel(const __grid_constan
         gk[t * C] = Cvt<T>::store(fmaf(c2, vy, f * fmaf(ga, vv, gb)));
         du = fmaf(c2, vy, du);
         dw = fmaf(expf(w + r + ps[j]), fmaf(ga, as[j], gb * bs[j]), dw);
-        const float rw = r + w, mq = -q;
-        const float r2 = fmaxf(rw, mq);
-        const float s1 = expf(rw - r2), s2g = expf(mq - r2) * gyd;
+        float s1, s2, r2;
+        exp_pair(r + w, -q, s1, s2, r2);
+        const float s2g = s2 * gyd;
         ga = fmaf(s1, ga, s2g);
         gb = s1 * gb - s2g * yv;
         r = r2;
