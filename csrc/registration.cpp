@@ -70,4 +70,22 @@ TORCH_LIBRARY(spikeops, m) {
   m.def("ssa_lif_fwd(Tensor q, Tensor k, Tensor v, float scale, str order, float tau, "
         "float v_threshold, float v_reset, str surrogate, float alpha, bool detach_reset) "
         "-> Tensor");
+
+  // ---- recurrent attention (csrc/common/recurrent_params.h) -------------------------
+  // RWKV-4 WKV: time_decay, time_first float32 [C]; k, v [B, T, C] (one float dtype);
+  // returns y [B, T, C] in v's dtype. Backward recomputes the forward; it returns
+  // (grad_time_decay, grad_time_first, grad_k, grad_v), the parameter gradients float32
+  // and summed over B and T in a fixed order.
+  m.def("rwkv4_wkv_fwd(Tensor time_decay, Tensor time_first, Tensor k, Tensor v) -> Tensor");
+  m.def("rwkv4_wkv_bwd(Tensor grad_y, Tensor time_decay, Tensor time_first, Tensor k, "
+        "Tensor v) -> (Tensor, Tensor, Tensor, Tensor)");
+  // Spike-driven self-attention (Spike-driven Transformer V1): q, k, v [T, B, H, N, D];
+  // out = q * LIF_T(sum_N k * v) with hard reset to 0 and decay_input. Forward returns
+  // (out [T, B, H, N, D] in q's dtype, h_seq [T, B, H, 1, D] float32: the membrane before
+  // firing, what the backward needs; not differentiable).
+  m.def("sdsa_fwd(Tensor q, Tensor k, Tensor v, float v_threshold, float tau, "
+        "bool detach_reset, str surrogate, float alpha) -> (Tensor, Tensor)");
+  m.def("sdsa_bwd(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor h_seq, "
+        "float v_threshold, float tau, bool detach_reset, str surrogate, float alpha) "
+        "-> (Tensor, Tensor, Tensor)");
 }

@@ -19,6 +19,10 @@ namespace cpu {
   void nm_grad_input_tile(const NMGemmParams&, int64_t, int64_t, int64_t);     \
   int64_t nm_first_bad_meta_row(const uint8_t*, int64_t, int64_t, int64_t, int, int); \
   int ssa_head_rows(const SSAParams&, int64_t, int64_t, int64_t, float*);      \
+  void rwkv_forward(const RWKVParams&, int64_t, int64_t, int64_t);             \
+  void rwkv_backward(const RWKVParams&, int64_t, int64_t, int64_t);            \
+  void sdsa_forward(const SDSAParams&, int64_t, int64_t, int64_t);             \
+  void sdsa_backward(const SDSAParams&, int64_t, int64_t, int64_t);            \
   }
 SPIKEOPS_DECLARE_ISA(scalar)
 SPIKEOPS_DECLARE_ISA(avx2)
@@ -42,6 +46,13 @@ const NMKernels kNMKernels[] = {
 
 const SSAKernels kSSAKernels[] = {
     {scalar::ssa_head_rows}, {avx2::ssa_head_rows}, {avx512::ssa_head_rows}};
+
+#define SPIKEOPS_RECURRENT_KERNELS(ns) \
+  { ns::rwkv_forward, ns::rwkv_backward, ns::sdsa_forward, ns::sdsa_backward }
+const RecurrentKernels kRecurrentKernels[] = {SPIKEOPS_RECURRENT_KERNELS(scalar),
+                                              SPIKEOPS_RECURRENT_KERNELS(avx2),
+                                              SPIKEOPS_RECURRENT_KERNELS(avx512)};
+#undef SPIKEOPS_RECURRENT_KERNELS
 
 Isa parse_isa(const std::string& name) {
   if (name == "scalar") return Isa::kScalar;
@@ -117,6 +128,9 @@ std::vector<std::string> supported_isas() {
 const NeuronKernels& neuron_kernels() { return kNeuronKernels[static_cast<int>(active_isa())]; }
 const NMKernels& nm_kernels() { return kNMKernels[static_cast<int>(active_isa())]; }
 const SSAKernels& ssa_kernels() { return kSSAKernels[static_cast<int>(active_isa())]; }
+const RecurrentKernels& recurrent_kernels() {
+  return kRecurrentKernels[static_cast<int>(active_isa())];
+}
 
 }  // namespace cpu
 }  // namespace spikeops

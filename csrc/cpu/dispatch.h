@@ -9,6 +9,7 @@
 #include "common/neuron_params.h"
 #include "common/attention_params.h"
 #include "common/nm_params.h"
+#include "common/recurrent_params.h"
 
 namespace spikeops {
 namespace cpu {
@@ -56,6 +57,17 @@ struct SSAKernels {
   int (*head_rows)(const SSAParams&, int64_t g, int64_t n0, int64_t n1, float* rows);
 };
 const SSAKernels& ssa_kernels();  // of the active ISA
+
+// Recurrent attention kernels (csrc/cpu/kernels/recurrent_kernel.cpp); csrc/cpu/recurrent.cpp
+// splits the work. RWKV: batch row b, channels [c0, c1) (at most 64). SDSA: head g,
+// features [d0, d1).
+struct RecurrentKernels {
+  void (*rwkv_forward)(const RWKVParams&, int64_t b, int64_t c0, int64_t c1);
+  void (*rwkv_backward)(const RWKVParams&, int64_t b, int64_t c0, int64_t c1);
+  void (*sdsa_forward)(const SDSAParams&, int64_t g, int64_t d0, int64_t d1);
+  void (*sdsa_backward)(const SDSAParams&, int64_t g, int64_t d0, int64_t d1);
+};
+const RecurrentKernels& recurrent_kernels();  // of the active ISA
 
 }  // namespace cpu
 }  // namespace spikeops
