@@ -19,6 +19,10 @@ namespace cpu {
   void nm_grad_input_tile(const NMGemmParams&, int64_t, int64_t, int64_t);     \
   int64_t nm_first_bad_meta_row(const uint8_t*, int64_t, int64_t, int64_t, int, int); \
   int ssa_head_rows(const SSAParams&, int64_t, int64_t, int64_t);              \
+  int64_t swa_tile();                                                          \
+  void swa_forward_tile(const SWAParams&, int64_t, int64_t);                   \
+  void swa_dq_tile(const SWAParams&, int64_t, int64_t);                        \
+  void swa_dkdv_tile(const SWAParams&, int64_t, int64_t);                      \
   }
 SPIKEOPS_DECLARE_ISA(scalar)
 SPIKEOPS_DECLARE_ISA(avx2)
@@ -42,6 +46,12 @@ const NMKernels kNMKernels[] = {
 
 const SSAKernels kSSAKernels[] = {
     {scalar::ssa_head_rows}, {avx2::ssa_head_rows}, {avx512::ssa_head_rows}};
+
+#define SPIKEOPS_SWA_KERNELS(ns) \
+  { ns::swa_tile, ns::swa_forward_tile, ns::swa_dq_tile, ns::swa_dkdv_tile }
+const SWAKernels kSWAKernels[] = {
+    SPIKEOPS_SWA_KERNELS(scalar), SPIKEOPS_SWA_KERNELS(avx2), SPIKEOPS_SWA_KERNELS(avx512)};
+#undef SPIKEOPS_SWA_KERNELS
 
 Isa parse_isa(const std::string& name) {
   if (name == "scalar") return Isa::kScalar;
@@ -117,6 +127,7 @@ std::vector<std::string> supported_isas() {
 const NeuronKernels& neuron_kernels() { return kNeuronKernels[static_cast<int>(active_isa())]; }
 const NMKernels& nm_kernels() { return kNMKernels[static_cast<int>(active_isa())]; }
 const SSAKernels& ssa_kernels() { return kSSAKernels[static_cast<int>(active_isa())]; }
+const SWAKernels& swa_kernels() { return kSWAKernels[static_cast<int>(active_isa())]; }
 
 }  // namespace cpu
 }  // namespace spikeops

@@ -9,6 +9,7 @@
 #include "common/neuron_params.h"
 #include "common/attention_params.h"
 #include "common/nm_params.h"
+#include "common/swa_params.h"
 
 namespace spikeops {
 namespace cpu {
@@ -55,6 +56,16 @@ struct SSAKernels {
   int (*head_rows)(const SSAParams&, int64_t g, int64_t n0, int64_t n1);
 };
 const SSAKernels& ssa_kernels();  // of the active ISA
+
+// Sliding-window attention tile kernels (csrc/cpu/kernels/swa_kernel.cpp); csrc/cpu/swa.cpp
+// splits the work. Tiles start at multiples of tile(); bh = b * H + h.
+struct SWAKernels {
+  int64_t (*tile)();
+  void (*forward_tile)(const SWAParams&, int64_t bh, int64_t q0);  // o, lse of the rows
+  void (*dq_tile)(const SWAParams&, int64_t bh, int64_t q0);       // delta, dq of the rows
+  void (*dkdv_tile)(const SWAParams&, int64_t bh, int64_t k0);     // dk, dv of the key rows
+};
+const SWAKernels& swa_kernels();  // of the active ISA
 
 }  // namespace cpu
 }  // namespace spikeops

@@ -1,7 +1,8 @@
 """Public op functions: thin wrappers over torch.ops.spikeops.* (see each module)."""
 from .neurons import alif, if_, ilif, lif, plif  # noqa: F401
 from .attention import ssa  # noqa: F401
+from .swa import sliding_window_attn  # noqa: F401
 from .nm import nm_compress, nm_linear, nm_linear_grad_input, nm_masked_linear  # noqa: F401
 
 __all__ = ["lif", "if_", "plif", "ilif", "alif", "nm_linear", "nm_compress",
-           "nm_linear_grad_input", "nm_masked_linear", "ssa"]
+           "nm_linear_grad_input", "nm_masked_linear", "ssa", "sliding_window_attn"]
