@@ -88,4 +88,13 @@ TORCH_LIBRARY(spikeops, m) {
   m.def("sdsa_bwd(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor h_seq, "
         "float v_threshold, float tau, bool detach_reset, str surrogate, float alpha) "
         "-> (Tensor, Tensor, Tensor)");
+
+  // ---- sliding-window causal softmax attention (csrc/common/swa_params.h) -------------
+  // q, k [B, T, H, D], v [B, T, H, Dv]; query t attends to keys j with t - window < j <= t
+  // (window >= 1). swa_fwd returns (o [B, T, H, Dv] in q's dtype, lse [B, H, T] fp32, the
+  // log-sum-exp of each row's scaled scores). swa_bwd returns (dq, dk, dv) from the
+  // gradient of o (and of lse, when given) and the saved o and lse.
+  m.def("swa_fwd(Tensor q, Tensor k, Tensor v, int window, float scale) -> (Tensor, Tensor)");
+  m.def("swa_bwd(Tensor grad_o, Tensor? grad_lse, Tensor q, Tensor k, Tensor v, Tensor o, "
+        "Tensor lse, int window, float scale) -> (Tensor, Tensor, Tensor)");
 }

@@ -23,6 +23,10 @@ namespace cpu {
   void rwkv_backward(const RWKVParams&, int64_t, int64_t, int64_t);            \
   void sdsa_forward(const SDSAParams&, int64_t, int64_t, int64_t);             \
   void sdsa_backward(const SDSAParams&, int64_t, int64_t, int64_t);            \
+  int64_t swa_tile();                                                          \
+  void swa_forward_tile(const SWAParams&, int64_t, int64_t);                   \
+  void swa_dq_tile(const SWAParams&, int64_t, int64_t);                        \
+  void swa_dkdv_tile(const SWAParams&, int64_t, int64_t);                      \
   }
 SPIKEOPS_DECLARE_ISA(scalar)
 SPIKEOPS_DECLARE_ISA(avx2)
@@ -53,6 +57,11 @@ const RecurrentKernels kRecurrentKernels[] = {SPIKEOPS_RECURRENT_KERNELS(scalar)
                                               SPIKEOPS_RECURRENT_KERNELS(avx2),
                                               SPIKEOPS_RECURRENT_KERNELS(avx512)};
 #undef SPIKEOPS_RECURRENT_KERNELS
+#define SPIKEOPS_SWA_KERNELS(ns) \
+  { ns::swa_tile, ns::swa_forward_tile, ns::swa_dq_tile, ns::swa_dkdv_tile }
+const SWAKernels kSWAKernels[] = {
+    SPIKEOPS_SWA_KERNELS(scalar), SPIKEOPS_SWA_KERNELS(avx2), SPIKEOPS_SWA_KERNELS(avx512)};
+#undef SPIKEOPS_SWA_KERNELS
 
 Isa parse_isa(const std::string& name) {
   if (name == "scalar") return Isa::kScalar;
@@ -131,6 +140,7 @@ const SSAKernels& ssa_kernels() { return kSSAKernels[static_cast<int>(active_isa
 const RecurrentKernels& recurrent_kernels() {
   return kRecurrentKernels[static_cast<int>(active_isa())];
 }
+const SWAKernels& swa_kernels() { return kSWAKernels[static_cast<int>(active_isa())]; }
 
 }  // namespace cpu
 }  // namespace spikeops

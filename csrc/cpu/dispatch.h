@@ -10,6 +10,7 @@
 #include "common/attention_params.h"
 #include "common/nm_params.h"
 #include "common/recurrent_params.h"
+#include "common/swa_params.h"
 
 namespace spikeops {
 namespace cpu {
@@ -68,6 +69,16 @@ struct RecurrentKernels {
   void (*sdsa_backward)(const SDSAParams&, int64_t g, int64_t d0, int64_t d1);
 };
 const RecurrentKernels& recurrent_kernels();  // of the active ISA
+
+// Sliding-window attention tile kernels (csrc/cpu/kernels/swa_kernel.cpp); csrc/cpu/swa.cpp
+// splits the work. Tiles start at multiples of tile(); bh = b * H + h.
+struct SWAKernels {
+  int64_t (*tile)();
+  void (*forward_tile)(const SWAParams&, int64_t bh, int64_t q0);  // o, lse of the rows
+  void (*dq_tile)(const SWAParams&, int64_t bh, int64_t q0);       // delta, dq of the rows
+  void (*dkdv_tile)(const SWAParams&, int64_t bh, int64_t k0);     // dk, dv of the key rows
+};
+const SWAKernels& swa_kernels();  // of the active ISA
 
 }  // namespace cpu
 }  // namespace spikeops

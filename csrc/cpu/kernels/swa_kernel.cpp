@@ -1,0 +1,391 @@
+// Sliding-window causal softmax attention (SpikingBrain's SWA layers), flash-style tiles,
+// compiled once per ISA (scalar, AVX2, AVX-512).
+//
+// Math, per (batch, head), query t, keys j with t - window < j <= t:
+//   s[t, j] = scale * q[t] . k[j],  lse[t] = log sum_j exp(s[t, j]),  p = exp(s - lse)
+//   o[t] = sum_j p[t, j] v[j]
+// Backward (dO = grad of o, glse = grad of lse, or 0):
+//   delta[t] = dO[t] . o[t] - glse[t],   dS[t, j] = p[t, j] (dO[t] . v[j] - delta[t])
+//   dq[t] = scale sum_j dS[t, j] k[j],  dk[j] = scale sum_t dS[t, j] q[t],  dv[j] = sum_t p[t, j] dO[t]
+//
+// Tiles of kTile queries x kTile keys; the key tiles a query tile visits are exactly those
+// that intersect its window (tiles fully outside are never touched), and the causal /
+// window mask is applied per element only through each row's valid key range. No T x T
+// (or T x window) matrix exists: the forward keeps the online-softmax state (running max m,
+// running sum l, fp32 output accumulator) per query row of its tile; the backward
+// recomputes p per tile from the saved lse.
+//
+// Arithmetic is fp32 whatever the input dtype: tiles are converted to fp32 scratch when
+// loaded (K and V transposed where they are a GEMM's right operand), and the tile
+// products run through one register-blocked micro-GEMM (C[M, N] += A[M, K] B[K, N],
+// broadcast A element x B row vector, FMA).
+//
+// Memory traffic: forward reads each q row once and each k / v row once per query tile
+// whose window holds it (~ window / kTile + 1 times), writes o and lse once. Backward:
+// the dq pass (query tiles) also writes delta; the dk/dv pass (key tiles) reads q, dO,
+// lse, delta of the query tiles whose windows hold its keys.
+// Parallelisation (csrc/cpu/swa.cpp): forward and dq over (b, h, query tile), dk/dv over
+// (b, h, key tile): every task writes only its own rows, each sum runs in a fixed order,
+// so results do not depend on the thread count. Saved for backward: o and lse (fp32).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "common/swa_params.h"
+#include "cpu/kernels/simd.h"
+
+namespace spikeops {
+namespace cpu {
+namespace SPIKEOPS_ISA {
+namespace {
+
+constexpr int64_t kTile = 64;  // queries and keys per tile (a multiple of every kWidth)
+#if defined(SPIKEOPS_ISA_avx2)
+constexpr int kMR = 4, kNV = 2;  // 16 ymm registers: 8 accumulators + B row + broadcast
+#else
+constexpr int kMR = 4, kNV = 4;  // 32 zmm registers (scalar: plain unrolling)
+#endif
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+SPIKEOPS_INLINE int64_t round_up(int64_t x) { return (x + kWidth - 1) / kWidth * kWidth; }
+
+SPIKEOPS_INLINE VecF iota() {
+  alignas(64) static const float k[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  return loadu(k);
+}
+SPIKEOPS_INLINE float hmax(VecF a) {
+  alignas(64) float t[kWidth];
+  storeu(t, a);
+  float m = t[0];
+  for (int i = 1; i < kWidth; ++i) m = std::max(m, t[i]);
+  return m;
+}
+SPIKEOPS_INLINE float hsum(VecF a) {
+  alignas(64) float t[kWidth];
+  storeu(t, a);
+  float s = 0.f;
+  for (int i = 0; i < kWidth; ++i) s += t[i];
+  return s;
+}
+
+// C[r, :NV*kWidth] (+)= A[r, :K] B[:K, :NV*kWidth] for MR rows.
+template <int MR, int NV>
+SPIKEOPS_INLINE void gemm_block(int64_t K, const float* A, int64_t lda, const float* B,
+                                int64_t ldb, float* C, int64_t ldc, bool acc) {
+  VecF c[MR][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) c[r][v] = acc ? loadu(C + r * ldc + v * kWidth) : VecF(0.f);
+  for (int64_t k = 0; k < K; ++k) {
+    VecF b[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) b[v] = loadu(B + k * ldb + v * kWidth);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const VecF a(A[r * lda + k]);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) c[r][v] = vfma(a, b[v], c[r][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) storeu(C + r * ldc + v * kWidth, c[r][v]);
+}
+
+template <int MR>
+SPIKEOPS_INLINE void gemm_rows(int nv, int64_t K, const float* A, int64_t lda, const float* B,
+                               int64_t ldb, float* C, int64_t ldc, bool acc) {
+  if (nv == kNV) {
+    gemm_block<MR, kNV>(K, A, lda, B, ldb, C, ldc, acc);
+  } else if (nv == 1) {
+    gemm_block<MR, 1>(K, A, lda, B, ldb, C, ldc, acc);
+  } else if constexpr (kNV > 2) {
+    if (nv == 2) gemm_block<MR, 2>(K, A, lda, B, ldb, C, ldc, acc);
+    else gemm_block<MR, 3>(K, A, lda, B, ldb, C, ldc, acc);
+  }
+}
+
+// C[M, N] (+)= A[M, K] B[K, N], row-major fp32, N a multiple of kWidth.
+void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+          int64_t ldb, float* C, int64_t ldc, bool acc) {
+  for (int64_t n0 = 0; n0 < N; n0 += kNV * kWidth) {
+    const int nv = int(std::min<int64_t>(kNV, (N - n0) / kWidth));
+    int64_t m = 0;
+    for (; m + kMR <= M; m += kMR)
+      gemm_rows<kMR>(nv, K, A + m * lda, lda, B + n0, ldb, C + m * ldc + n0, ldc, acc);
+    for (; m < M; ++m)
+      gemm_rows<1>(nv, K, A + m * lda, lda, B + n0, ldb, C + m * ldc + n0, ldc, acc);
+  }
+}
+
+// ---- tile loads (dtype -> fp32) -------------------------------------------------------
+
+// Row-major: dst[i, 0:round_up(n)] = x[row r0 + i, 0:n] (zero padded), i < rows; rows up to
+// `rows_pad` are zero-filled.
+void load_rows(float* dst, int64_t ld, const void* base, DType dt, int64_t row0_off,
+               int64_t row_stride, int64_t rows, int64_t rows_pad, int64_t n) {
+  const int64_t np = round_up(n);
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t off = row0_off + i * row_stride;
+    float* d = dst + i * ld;
+    for (int64_t c = 0; c < n; c += kWidth)
+      storeu(d + c, load_any(base, off + c, dt, int(std::min<int64_t>(kWidth, n - c))));
+  }
+  for (int64_t i = rows; i < rows_pad; ++i)
+    for (int64_t c = 0; c < np; ++c) dst[i * ld + c] = 0.f;
+}
+
+// Transposed: dst[c, i] = x[row r0 + i, c] for c < n, i < rows; columns rows..kTile zero.
+void load_cols(float* dst, const void* base, DType dt, int64_t row0_off, int64_t row_stride,
+               int64_t rows, int64_t n, float* tmp) {
+  for (int64_t c = 0; c < n; ++c)
+    for (int64_t i = rows; i < kTile; ++i) dst[c * kTile + i] = 0.f;
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t off = row0_off + i * row_stride;
+    for (int64_t c = 0; c < n; c += kWidth)
+      storeu(tmp + c, load_any(base, off + c, dt, int(std::min<int64_t>(kWidth, n - c))));
+    for (int64_t c = 0; c < n; ++c) dst[c * kTile + i] = tmp[c];
+  }
+}
+
+void store_row(void* base, DType dt, int64_t off, const float* src, int64_t n, float mul) {
+  const VecF f(mul);
+  for (int64_t c = 0; c < n; c += kWidth) {
+    const int w = int(std::min<int64_t>(kWidth, n - c));
+    store_any(base, off + c, dt, loadu(src + c) * f, w);
+  }
+}
+
+struct Geometry {
+  int64_t T, H, D, Dv, Dp, Dvp, window;
+  int64_t b, h;
+  int64_t qk_stride, v_stride;  // elements between consecutive tokens of one head
+  int64_t qk_base, v_base;      // element offset of token 0 of this (b, h)
+  Geometry(const SWAParams& p, int64_t bh)
+      : T(p.T), H(p.H), D(p.D), Dv(p.Dv), Dp(round_up(p.D)), Dvp(round_up(p.Dv)),
+        window(p.window), b(bh / p.H), h(bh % p.H), qk_stride(p.H * p.D), v_stride(p.H * p.Dv),
+        qk_base((b * p.T * p.H + h) * p.D), v_base((b * p.T * p.H + h) * p.Dv) {}
+};
+
+// Per-thread scratch, grown on demand (never shrinks).
+float* scratch(int64_t n) {
+  thread_local std::vector<float> buf;
+  if (int64_t(buf.size()) < n) buf.resize(size_t(n));
+  return buf.data();
+}
+
+// The valid key range of query t within the key tile [k0, k0 + nk), as tile columns
+// [lo, hi]; empty when lo > hi.
+SPIKEOPS_INLINE void key_range(int64_t t, int64_t k0, int64_t nk, int64_t window, int64_t& lo,
+                               int64_t& hi) {
+  lo = std::max(k0, t - window + 1) - k0;
+  hi = std::min(k0 + nk - 1, t) - k0;
+}
+
+}  // namespace
+
+int64_t swa_tile() { return kTile; }
+
+// Rows [q0, q0 + kTile) of head bh: o and lse.
+void swa_forward_tile(const SWAParams& p, int64_t bh, int64_t q0) {
+  const Geometry g(p, bh);
+  const int64_t nq = std::min(kTile, g.T - q0);
+  const int64_t Dmax = std::max(g.Dp, g.Dvp);
+  float* Q = scratch(kTile * g.Dp + g.Dp * kTile + kTile * g.Dvp + kTile * kTile +
+                     kTile * g.Dvp + 2 * kTile + Dmax);
+  float* Kt = Q + kTile * g.Dp;
+  float* V = Kt + g.Dp * kTile;
+  float* S = V + kTile * g.Dvp;
+  float* O = S + kTile * kTile;
+  float* m = O + kTile * g.Dvp;
+  float* l = m + kTile;
+  float* tmp = l + kTile;
+
+  load_rows(Q, g.Dp, p.q, p.dtype, g.qk_base + q0 * g.qk_stride, g.qk_stride, nq, nq, g.D);
+  for (int64_t i = 0; i < nq; ++i) {
+    m[i] = kNegInf;
+    l[i] = 0.f;
+    for (int64_t c = 0; c < g.Dvp; ++c) O[i * g.Dvp + c] = 0.f;
+  }
+  const VecF scale(p.scale), neg_inf(kNegInf), lowest(-std::numeric_limits<float>::max());
+  const int64_t first = std::max<int64_t>(0, q0 - g.window + 1) / kTile * kTile;
+  for (int64_t k0 = first; k0 < q0 + nq; k0 += kTile) {
+    const int64_t nk = std::min(kTile, g.T - k0), nkp = round_up(nk);
+    load_cols(Kt, p.k, p.dtype, g.qk_base + k0 * g.qk_stride, g.qk_stride, nk, g.D, tmp);
+    load_rows(V, g.Dvp, p.v, p.dtype, g.v_base + k0 * g.v_stride, g.v_stride, nk, nk, g.Dv);
+    gemm(nq, nkp, g.D, Q, g.Dp, Kt, kTile, S, kTile, false);
+    for (int64_t i = 0; i < nq; ++i) {
+      int64_t lo, hi;
+      key_range(q0 + i, k0, nk, g.window, lo, hi);
+      float* s = S + i * kTile;
+      if (lo > hi) {  // no key of this tile in the row's window
+        for (int64_t c = 0; c < nkp; ++c) s[c] = 0.f;
+        continue;
+      }
+      const VecF vlo(static_cast<float>(lo)), vhi(static_cast<float>(hi));
+      VecF mx(neg_inf);
+      for (int64_t c = 0; c < nkp; c += kWidth) {
+        const VecF j = iota() + VecF(float(c));
+        const VecF x = select(ge(j, vlo) & le(j, vhi), loadu(s + c) * scale, neg_inf);
+        storeu(s + c, x);
+        mx = vmax(mx, x);
+      }
+      const float m_new = std::max(m[i], hmax(mx));  // finite: the row has a valid key
+      const float alpha = std::exp(m[i] - m_new);    // 0 on the row's first tile
+      const VecF vm(m_new);
+      VecF sum(0.f);
+      for (int64_t c = 0; c < nkp; c += kWidth) {
+        const VecF x = loadu(s + c);
+        const VecF e = select(ge(x, lowest), vexp(x - vm), VecF(0.f));
+        storeu(s + c, e);
+        sum = sum + e;
+      }
+      l[i] = l[i] * alpha + hsum(sum);
+      m[i] = m_new;
+      if (alpha != 1.f) {
+        const VecF a(alpha);
+        for (int64_t c = 0; c < g.Dvp; c += kWidth)
+          storeu(O + i * g.Dvp + c, loadu(O + i * g.Dvp + c) * a);
+      }
+    }
+    gemm(nq, g.Dvp, nk, S, kTile, V, g.Dvp, O, g.Dvp, true);
+  }
+  for (int64_t i = 0; i < nq; ++i) {
+    store_row(p.o, p.dtype, g.v_base + (q0 + i) * g.v_stride, O + i * g.Dvp, g.Dv, 1.f / l[i]);
+    p.lse[bh * g.T + q0 + i] = m[i] + std::log(l[i]);
+  }
+}
+
+// Query rows [q0, q0 + kTile) of head bh: delta (written to p.delta) and dq.
+void swa_dq_tile(const SWAParams& p, int64_t bh, int64_t q0) {
+  const Geometry g(p, bh);
+  const int64_t nq = std::min(kTile, g.T - q0);
+  const int64_t Dmax = std::max(g.Dp, g.Dvp);
+  float* Q = scratch(kTile * g.Dp + kTile * g.Dvp + g.Dp * kTile + g.Dvp * kTile +
+                     kTile * g.Dp + 2 * kTile * kTile + kTile * g.Dp + 2 * kTile + 2 * Dmax);
+  float* dO = Q + kTile * g.Dp;
+  float* Kt = dO + kTile * g.Dvp;
+  float* Vt = Kt + g.Dp * kTile;
+  float* Kr = Vt + g.Dvp * kTile;
+  float* S = Kr + kTile * g.Dp;
+  float* dP = S + kTile * kTile;
+  float* dQ = dP + kTile * kTile;
+  float* lse = dQ + kTile * g.Dp;
+  float* delta = lse + kTile;
+  float* tmp = delta + kTile;
+  float* orow = tmp + Dmax;
+
+  load_rows(Q, g.Dp, p.q, p.dtype, g.qk_base + q0 * g.qk_stride, g.qk_stride, nq, nq, g.D);
+  load_rows(dO, g.Dvp, p.grad_o, p.dtype, g.v_base + q0 * g.v_stride, g.v_stride, nq, nq, g.Dv);
+  for (int64_t i = 0; i < nq; ++i) {
+    load_rows(orow, g.Dvp, p.o, p.dtype, g.v_base + (q0 + i) * g.v_stride, 0, 1, 1, g.Dv);
+    VecF acc(0.f);
+    for (int64_t c = 0; c < g.Dvp; c += kWidth)
+      acc = vfma(loadu(dO + i * g.Dvp + c), loadu(orow + c), acc);
+    float d = hsum(acc);
+    if (p.grad_lse != nullptr) d -= p.grad_lse[bh * g.T + q0 + i];
+    delta[i] = d;
+    p.delta[bh * g.T + q0 + i] = d;
+    lse[i] = p.lse[bh * g.T + q0 + i];
+    for (int64_t c = 0; c < g.Dp; ++c) dQ[i * g.Dp + c] = 0.f;
+  }
+  const VecF scale(p.scale), zero(0.f);
+  const int64_t first = std::max<int64_t>(0, q0 - g.window + 1) / kTile * kTile;
+  for (int64_t k0 = first; k0 < q0 + nq; k0 += kTile) {
+    const int64_t nk = std::min(kTile, g.T - k0), nkp = round_up(nk);
+    load_cols(Kt, p.k, p.dtype, g.qk_base + k0 * g.qk_stride, g.qk_stride, nk, g.D, tmp);
+    load_cols(Vt, p.v, p.dtype, g.v_base + k0 * g.v_stride, g.v_stride, nk, g.Dv, tmp);
+    load_rows(Kr, g.Dp, p.k, p.dtype, g.qk_base + k0 * g.qk_stride, g.qk_stride, nk, nk, g.D);
+    gemm(nq, nkp, g.D, Q, g.Dp, Kt, kTile, S, kTile, false);
+    gemm(nq, nkp, g.Dv, dO, g.Dvp, Vt, kTile, dP, kTile, false);
+    for (int64_t i = 0; i < nq; ++i) {
+      int64_t lo, hi;
+      key_range(q0 + i, k0, nk, g.window, lo, hi);
+      float* s = S + i * kTile;
+      const float* dp = dP + i * kTile;
+      const VecF vlo(static_cast<float>(lo)), vhi(static_cast<float>(hi)), vl(lse[i]), vd(delta[i]);
+      for (int64_t c = 0; c < nkp; c += kWidth) {
+        const VecF j = iota() + VecF(float(c));
+        const VecF pr = select(ge(j, vlo) & le(j, vhi), vexp(loadu(s + c) * scale - vl), zero);
+        storeu(s + c, pr * (loadu(dp + c) - vd));
+      }
+    }
+    gemm(nq, g.Dp, nk, S, kTile, Kr, g.Dp, dQ, g.Dp, true);
+  }
+  for (int64_t i = 0; i < nq; ++i)
+    store_row(p.dq, p.dtype, g.qk_base + (q0 + i) * g.qk_stride, dQ + i * g.Dp, g.D, p.scale);
+}
+
+// Key rows [k0, k0 + kTile) of head bh: dk and dv (reads the delta the dq pass wrote).
+void swa_dkdv_tile(const SWAParams& p, int64_t bh, int64_t k0) {
+  const Geometry g(p, bh);
+  const int64_t nk = std::min(kTile, g.T - k0);
+  const int64_t Dmax = std::max(g.Dp, g.Dvp);
+  float* Kr = scratch(kTile * g.Dp + kTile * g.Dvp + g.Dp * kTile + g.Dvp * kTile +
+                      kTile * g.Dp + kTile * g.Dvp + 2 * kTile * kTile + kTile * g.Dp +
+                      kTile * g.Dvp + 2 * kTile + Dmax);
+  float* Vr = Kr + kTile * g.Dp;
+  float* Qt = Vr + kTile * g.Dvp;
+  float* dOt = Qt + g.Dp * kTile;
+  float* Qr = dOt + g.Dvp * kTile;
+  float* dOr = Qr + kTile * g.Dp;
+  float* ST = dOr + kTile * g.Dvp;
+  float* dPT = ST + kTile * kTile;
+  float* dK = dPT + kTile * kTile;
+  float* dV = dK + kTile * g.Dp;
+  float* lse = dV + kTile * g.Dvp;
+  float* delta = lse + kTile;
+  float* tmp = delta + kTile;
+
+  load_rows(Kr, g.Dp, p.k, p.dtype, g.qk_base + k0 * g.qk_stride, g.qk_stride, nk, nk, g.D);
+  load_rows(Vr, g.Dvp, p.v, p.dtype, g.v_base + k0 * g.v_stride, g.v_stride, nk, nk, g.Dv);
+  for (int64_t c = 0; c < nk * g.Dp; ++c) dK[c] = 0.f;
+  for (int64_t c = 0; c < nk * g.Dvp; ++c) dV[c] = 0.f;
+  const VecF scale(p.scale), zero(0.f);
+  // Queries t that see a key of this tile: k0 <= t <= k0 + nk - 1 + window - 1.
+  const int64_t last = std::min(g.T - 1, k0 + nk - 2 + g.window);
+  for (int64_t q0 = k0; q0 <= last; q0 += kTile) {
+    const int64_t nq = std::min(kTile, g.T - q0), nqp = round_up(nq);
+    load_cols(Qt, p.q, p.dtype, g.qk_base + q0 * g.qk_stride, g.qk_stride, nq, g.D, tmp);
+    load_cols(dOt, p.grad_o, p.dtype, g.v_base + q0 * g.v_stride, g.v_stride, nq, g.Dv, tmp);
+    load_rows(Qr, g.Dp, p.q, p.dtype, g.qk_base + q0 * g.qk_stride, g.qk_stride, nq, nq, g.D);
+    load_rows(dOr, g.Dvp, p.grad_o, p.dtype, g.v_base + q0 * g.v_stride, g.v_stride, nq, nq,
+              g.Dv);
+    for (int64_t i = 0; i < kTile; ++i) {
+      lse[i] = i < nq ? p.lse[bh * g.T + q0 + i] : 0.f;
+      delta[i] = i < nq ? p.delta[bh * g.T + q0 + i] : 0.f;
+    }
+    gemm(nk, nqp, g.D, Kr, g.Dp, Qt, kTile, ST, kTile, false);
+    gemm(nk, nqp, g.Dv, Vr, g.Dvp, dOt, kTile, dPT, kTile, false);
+    for (int64_t j = 0; j < nk; ++j) {
+      // Queries of this tile whose window holds key k0 + j: tile columns [lo, hi].
+      const int64_t key = k0 + j;
+      const int64_t lo = std::max(q0, key) - q0;
+      const int64_t hi = std::min(q0 + nq - 1, key + g.window - 1) - q0;
+      float* s = ST + j * kTile;
+      float* dp = dPT + j * kTile;
+      const VecF vlo(static_cast<float>(lo)), vhi(static_cast<float>(hi));
+      for (int64_t c = 0; c < nqp; c += kWidth) {
+        const VecF i = iota() + VecF(float(c));
+        const VecF pr = select(ge(i, vlo) & le(i, vhi),
+                               vexp(loadu(s + c) * scale - loadu(lse + c)), zero);
+        storeu(s + c, pr);
+        storeu(dp + c, pr * (loadu(dp + c) - loadu(delta + c)));
+      }
+    }
+    gemm(nk, g.Dvp, nq, ST, kTile, dOr, g.Dvp, dV, g.Dvp, true);
+    gemm(nk, g.Dp, nq, dPT, kTile, Qr, g.Dp, dK, g.Dp, true);
+  }
+  for (int64_t j = 0; j < nk; ++j) {
+    store_row(p.dk, p.dtype, g.qk_base + (k0 + j) * g.qk_stride, dK + j * g.Dp, g.D, p.scale);
+    store_row(p.dv, p.dtype, g.v_base + (k0 + j) * g.v_stride, dV + j * g.Dvp, g.Dv, 1.f);
+  }
+}
+
+}  // namespace SPIKEOPS_ISA
+}  // namespace cpu
+}  // namespace spikeops

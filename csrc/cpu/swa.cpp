@@ -1,0 +1,42 @@
+// CPU backend of sliding-window attention (swa_fwd / swa_bwd): splits the work into tile
+// tasks over at::parallel_for and runs the active ISA's kernels
+// (csrc/cpu/kernels/swa_kernel.cpp).
+//   forward: tasks (b, h, query tile), each writes its own o rows and lse entries.
+//   backward: (1) tasks (b, h, query tile) write delta and dq of their rows; (2) tasks
+//   (b, h, key tile) write dk and dv of their rows. No two tasks write the same element
+//   and every sum runs in a fixed order, so results do not depend on the thread count.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "cpu/dispatch.h"
+#include "cpu/output_pool.h"
+#include "ops/swa.h"
+
+namespace spikeops {
+namespace {
+
+void cpu_swa_forward(const SWAParams& p) {
+  const cpu::SWAKernels& kern = cpu::swa_kernels();
+  const int64_t tile = kern.tile(), tiles = (p.T + tile - 1) / tile;
+  at::parallel_for(0, p.B * p.H * tiles, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) kern.forward_tile(p, t / tiles, (t % tiles) * tile);
+  });
+}
+
+void cpu_swa_backward(const SWAParams& p) {
+  const cpu::SWAKernels& kern = cpu::swa_kernels();
+  const int64_t tile = kern.tile(), tiles = (p.T + tile - 1) / tile;
+  at::parallel_for(0, p.B * p.H * tiles, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) kern.dq_tile(p, t / tiles, (t % tiles) * tile);
+  });
+  at::parallel_for(0, p.B * p.H * tiles, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) kern.dkdv_tile(p, t / tiles, (t % tiles) * tile);
+  });
+}
+
+const SWABackend kCpuSWABackend{cpu_swa_forward, cpu_swa_backward, cpu::pooled_empty};
+
+}  // namespace
+}  // namespace spikeops
+
+TORCH_LIBRARY_IMPL(spikeops, CPU, m) { SPIKEOPS_REGISTER_SWA_OPS(m, ::spikeops::kCpuSWABackend); }
