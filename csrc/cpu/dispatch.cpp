@@ -19,6 +19,8 @@ namespace cpu {
   void nm_grad_input_tile(const NMGemmParams&, int64_t, int64_t, int64_t);     \
   int64_t nm_first_bad_meta_row(const uint8_t*, int64_t, int64_t, int64_t, int, int); \
   int ssa_head_rows(const SSAParams&, int64_t, int64_t, int64_t);              \
+  void scan_forward_task(const ScanParams&, int64_t, int64_t);                 \
+  void scan_backward_task(const ScanParams&, int64_t, int64_t);                \
   }
 SPIKEOPS_DECLARE_ISA(scalar)
 SPIKEOPS_DECLARE_ISA(avx2)
@@ -42,6 +44,11 @@ const NMKernels kNMKernels[] = {
 
 const SSAKernels kSSAKernels[] = {
     {scalar::ssa_head_rows}, {avx2::ssa_head_rows}, {avx512::ssa_head_rows}};
+
+const ScanKernels kScanKernels[] = {
+    {scalar::scan_forward_task, scalar::scan_backward_task},
+    {avx2::scan_forward_task, avx2::scan_backward_task},
+    {avx512::scan_forward_task, avx512::scan_backward_task}};
 
 Isa parse_isa(const std::string& name) {
   if (name == "scalar") return Isa::kScalar;
@@ -117,6 +124,7 @@ std::vector<std::string> supported_isas() {
 const NeuronKernels& neuron_kernels() { return kNeuronKernels[static_cast<int>(active_isa())]; }
 const NMKernels& nm_kernels() { return kNMKernels[static_cast<int>(active_isa())]; }
 const SSAKernels& ssa_kernels() { return kSSAKernels[static_cast<int>(active_isa())]; }
+const ScanKernels& scan_kernels() { return kScanKernels[static_cast<int>(active_isa())]; }
 
 }  // namespace cpu
 }  // namespace spikeops

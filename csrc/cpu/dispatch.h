@@ -9,6 +9,7 @@
 #include "common/neuron_params.h"
 #include "common/attention_params.h"
 #include "common/nm_params.h"
+#include "common/scan_params.h"
 
 namespace spikeops {
 namespace cpu {
@@ -55,6 +56,14 @@ struct SSAKernels {
   int (*head_rows)(const SSAParams&, int64_t g, int64_t n0, int64_t n1);
 };
 const SSAKernels& ssa_kernels();  // of the active ISA
+
+// Linear-attention scan kernels (csrc/cpu/kernels/scan_kernel.cpp); csrc/cpu/scan.cpp
+// runs one task per (sequence n, query head h).
+struct ScanKernels {
+  void (*forward_task)(const ScanParams&, int64_t n, int64_t h);
+  void (*backward_task)(const ScanParams&, int64_t n, int64_t h);
+};
+const ScanKernels& scan_kernels();  // of the active ISA
 
 }  // namespace cpu
 }  // namespace spikeops
