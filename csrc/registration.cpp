@@ -97,4 +97,22 @@ TORCH_LIBRARY(spikeops, m) {
   m.def("swa_fwd(Tensor q, Tensor k, Tensor v, int window, float scale) -> (Tensor, Tensor)");
   m.def("swa_bwd(Tensor grad_o, Tensor? grad_lse, Tensor q, Tensor k, Tensor v, Tensor o, "
         "Tensor lse, int window, float scale) -> (Tensor, Tensor, Tensor)");
+
+  // ---- linear-attention scans (csrc/common/scan_params.h) --------------------------
+  // S_t = diag(exp(g_t)) S_{t-1} + k_t^T v_t, o_t = scale q_t S_t per sequence and query
+  // head; q [B, T, Hq, K], k [B, T, Hkv, K], v [B, T, Hkv, V] (one dtype: fp32 / bf16 /
+  // fp16), Hq % Hkv == 0 (GQA). At most one decay: g [B, T, Hq] or g_gamma [Hq] (simple
+  // GLA), gk [B, T, Hq, K] (GLA); none: linear attention. initial_state [N, Hq, K, V]
+  // fp32/fp64, cu_seqlens int [N + 1] (packed sequences, B == 1). chunk_size: a power of
+  // two (the chunked algorithm), or 0 (the step-by-step recurrence). Returns o [B, T, Hq,
+  // V] in q's dtype and the final state [N, Hq, K, V] fp32 (empty if not asked for).
+  m.def("linear_scan_fwd(Tensor q, Tensor k, Tensor v, Tensor? g, Tensor? g_gamma, "
+        "Tensor? gk, float scale, Tensor? initial_state, Tensor? cu_seqlens, int chunk_size, "
+        "bool output_final_state) -> (Tensor, Tensor)");
+  // Gradients of linear_scan_fwd: (dq, dk, dv, dg, dh0); dg has the shape and dtype of the
+  // decay given (empty if none), dh0 those of initial_state (empty if none).
+  m.def("linear_scan_bwd(Tensor grad_o, Tensor? grad_final_state, Tensor q, Tensor k, "
+        "Tensor v, Tensor? g, Tensor? g_gamma, Tensor? gk, float scale, "
+        "Tensor? initial_state, Tensor? cu_seqlens, int chunk_size) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

@@ -27,6 +27,8 @@ namespace cpu {
   void swa_forward_tile(const SWAParams&, int64_t, int64_t);                   \
   void swa_dq_tile(const SWAParams&, int64_t, int64_t);                        \
   void swa_dkdv_tile(const SWAParams&, int64_t, int64_t);                      \
+  void scan_forward_task(const ScanParams&, int64_t, int64_t);                 \
+  void scan_backward_task(const ScanParams&, int64_t, int64_t);                \
   }
 SPIKEOPS_DECLARE_ISA(scalar)
 SPIKEOPS_DECLARE_ISA(avx2)
@@ -62,6 +64,10 @@ const RecurrentKernels kRecurrentKernels[] = {SPIKEOPS_RECURRENT_KERNELS(scalar)
 const SWAKernels kSWAKernels[] = {
     SPIKEOPS_SWA_KERNELS(scalar), SPIKEOPS_SWA_KERNELS(avx2), SPIKEOPS_SWA_KERNELS(avx512)};
 #undef SPIKEOPS_SWA_KERNELS
+const ScanKernels kScanKernels[] = {
+    {scalar::scan_forward_task, scalar::scan_backward_task},
+    {avx2::scan_forward_task, avx2::scan_backward_task},
+    {avx512::scan_forward_task, avx512::scan_backward_task}};
 
 Isa parse_isa(const std::string& name) {
   if (name == "scalar") return Isa::kScalar;
@@ -141,6 +147,7 @@ const RecurrentKernels& recurrent_kernels() {
   return kRecurrentKernels[static_cast<int>(active_isa())];
 }
 const SWAKernels& swa_kernels() { return kSWAKernels[static_cast<int>(active_isa())]; }
+const ScanKernels& scan_kernels() { return kScanKernels[static_cast<int>(active_isa())]; }
 
 }  // namespace cpu
 }  // namespace spikeops

@@ -11,6 +11,7 @@
 #include "common/nm_params.h"
 #include "common/recurrent_params.h"
 #include "common/swa_params.h"
+#include "common/scan_params.h"
 
 namespace spikeops {
 namespace cpu {
@@ -79,6 +80,14 @@ struct SWAKernels {
   void (*dkdv_tile)(const SWAParams&, int64_t bh, int64_t k0);     // dk, dv of the key rows
 };
 const SWAKernels& swa_kernels();  // of the active ISA
+
+// Linear-attention scan kernels (csrc/cpu/kernels/scan_kernel.cpp); csrc/cpu/scan.cpp
+// runs one task per (sequence n, query head h).
+struct ScanKernels {
+  void (*forward_task)(const ScanParams&, int64_t n, int64_t h);
+  void (*backward_task)(const ScanParams&, int64_t n, int64_t h);
+};
+const ScanKernels& scan_kernels();  // of the active ISA
 
 }  // namespace cpu
 }  // namespace spikeops
