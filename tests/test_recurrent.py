@@ -524,7 +524,7 @@ def test_cuda_rwkv_long_sequence_large_k():
 
 @pytest.mark.cuda
 def test_cuda_rwkv_deterministic_and_noncontiguous():
-    td, tf, _, _ = rwkv_inputs(1, 1, 200, device="cuda")
+    td, tf, _, _ = rwkv_inputs(1, 1, 90, device="cuda")   # C = 90, as k and v below
     k = torch.randn(4, 200, 90, device="cuda").transpose(1, 2)
     v = torch.randn(4, 90, 200, device="cuda").transpose(1, 2)
     g = torch.randn(4, 90, 200, device="cuda")

@@ -22,6 +22,13 @@ from .. import _extension
 from ..ref import neurons as ref
 from ..ref.surrogate import check_surrogate
 
+
+def _dense(x):
+    """An uninitialised contiguous tensor like x: what the kernels return for any input
+    layout (they compute on x.contiguous()), so fake and real strides agree."""
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
 _FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _ROUNDINGS = ("half_even", "half_up")
 
@@ -270,11 +277,11 @@ def _register():
     @reg_fake(lib + "lif_fwd")
     def _(x, v0, tau, decay_input, v_threshold, v_reset, surrogate, alpha, detach_reset,
           store_v_seq):
-        return torch.empty_like(x), _state_like(x), _v_seq_like(x, store_v_seq)
+        return _dense(x), _state_like(x), _v_seq_like(x, store_v_seq)
 
     @reg_fake(lib + "lif_bwd")
     def _(grad_spikes, grad_v_last, x, v0, *args):
-        return torch.empty_like(x), _state_like(x)
+        return _dense(x), _state_like(x)
 
     def lif_setup(ctx, inputs, output):
         ctx.set_materialize_grads(False)  # unused outputs: None, not a zeros pass
@@ -294,11 +301,11 @@ def _register():
     # if_ ---------------------------------------------------------------------
     @reg_fake(lib + "if_fwd")
     def _(x, v0, v_threshold, v_reset, surrogate, alpha, detach_reset, store_v_seq):
-        return torch.empty_like(x), _state_like(x), _v_seq_like(x, store_v_seq)
+        return _dense(x), _state_like(x), _v_seq_like(x, store_v_seq)
 
     @reg_fake(lib + "if_bwd")
     def _(grad_spikes, grad_v_last, x, v0, *args):
-        return torch.empty_like(x), _state_like(x)
+        return _dense(x), _state_like(x)
 
     def if_setup(ctx, inputs, output):
         ctx.set_materialize_grads(False)  # unused outputs: None, not a zeros pass
@@ -318,11 +325,11 @@ def _register():
     @reg_fake(lib + "plif_fwd")
     def _(x, w, v0, channel_dim, decay_input, v_threshold, v_reset, surrogate, alpha,
           detach_reset, store_v_seq):
-        return torch.empty_like(x), _state_like(x), _v_seq_like(x, store_v_seq)
+        return _dense(x), _state_like(x), _v_seq_like(x, store_v_seq)
 
     @reg_fake(lib + "plif_bwd")
     def _(grad_spikes, grad_v_last, x, w, v0, *args):
-        return torch.empty_like(x), _state_like(x), torch.empty_like(w)
+        return _dense(x), _state_like(x), _dense(w)
 
     def plif_setup(ctx, inputs, output):
         ctx.set_materialize_grads(False)  # unused outputs: None, not a zeros pass
@@ -342,11 +349,11 @@ def _register():
     @reg_fake(lib + "ilif_fwd")
     def _(x, v0, tau, decay_input, v_threshold, max_level, rounding, detach_reset,
           store_v_seq):
-        return torch.empty_like(x), _state_like(x), _v_seq_like(x, store_v_seq)
+        return _dense(x), _state_like(x), _v_seq_like(x, store_v_seq)
 
     @reg_fake(lib + "ilif_bwd")
     def _(grad_spikes, grad_v_last, x, v0, *args):
-        return torch.empty_like(x), _state_like(x)
+        return _dense(x), _state_like(x)
 
     def ilif_setup(ctx, inputs, output):
         ctx.set_materialize_grads(False)  # unused outputs: None, not a zeros pass
@@ -366,12 +373,12 @@ def _register():
     @reg_fake(lib + "alif_fwd")
     def _(x, v0, a0, tau, decay_input, v_threshold, v_reset, tau_adapt, beta, surrogate,
           alpha, detach_reset, store_v_seq):
-        return (torch.empty_like(x), _state_like(x), _state_like(x),
+        return (_dense(x), _state_like(x), _state_like(x),
                 _v_seq_like(x, store_v_seq))
 
     @reg_fake(lib + "alif_bwd")
     def _(grad_spikes, grad_v_last, grad_a_last, x, v0, a0, *args):
-        return torch.empty_like(x), _state_like(x), _state_like(x)
+        return _dense(x), _state_like(x), _state_like(x)
 
     def alif_setup(ctx, inputs, output):
         ctx.set_materialize_grads(False)  # unused outputs: None, not a zeros pass

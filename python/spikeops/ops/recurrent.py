@@ -31,6 +31,13 @@ from .. import _extension
 from ..ref import attention as ref
 from ..ref.surrogate import check_surrogate
 
+
+def _dense(x):
+    """An uninitialised contiguous tensor like x: what the kernels return for any input
+    layout (they compute on x.contiguous()), so fake and real strides agree."""
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
 __all__ = ["rwkv4_wkv", "sdsa"]
 
 _FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -154,7 +161,7 @@ def _register():
     @reg_fake(lib + "rwkv4_wkv_fwd")
     def _(time_decay, time_first, k, v):
         _check_rwkv(time_decay, time_first, k, v)
-        return torch.empty_like(v)
+        return _dense(v)
 
     @reg_fake(lib + "rwkv4_wkv_bwd")
     def _(grad_y, time_decay, time_first, k, v):
@@ -162,8 +169,8 @@ def _register():
         if grad_y.shape != k.shape:
             raise ValueError(f"grad_y: expected shape {tuple(k.shape)}, got "
                              f"{tuple(grad_y.shape)}")
-        return (torch.empty_like(time_decay), torch.empty_like(time_first),
-                torch.empty_like(k), torch.empty_like(v))
+        return (_dense(time_decay), _dense(time_first),
+                _dense(k), _dense(v))
 
     def rwkv_setup(ctx, inputs, output):
         ctx.save_for_backward(*inputs)
@@ -182,13 +189,13 @@ def _register():
     def _(q, k, v, v_threshold, tau, detach_reset, surrogate, alpha):
         check_surrogate(surrogate, alpha)
         _check_sdsa(q, k, v, v_threshold, tau)
-        return torch.empty_like(q), _h_like(q)
+        return _dense(q), _h_like(q)
 
     @reg_fake(lib + "sdsa_bwd")
     def _(grad_out, q, k, v, h_seq, v_threshold, tau, detach_reset, surrogate, alpha):
         check_surrogate(surrogate, alpha)
         _check_sdsa(q, k, v, v_threshold, tau)
-        return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        return _dense(q), _dense(k), _dense(v)
 
     def sdsa_setup(ctx, inputs, output):
         q, k, v = inputs[:3]
