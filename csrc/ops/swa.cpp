@@ -55,6 +55,16 @@ void check_qkv(const Tensor& q, const Tensor& k, const Tensor& v, int64_t window
   p.scale = float(scale);
 }
 
+void check_head_dims(const SWABackend& be, const SWAParams& p, const Tensor& q) {
+  if (be.max_head_dim <= 0) return;
+  TORCH_CHECK_VALUE(p.D <= be.max_head_dim, "q / k: head dim D = ", p.D, "; the ",
+                    q.device().type(), " kernels take D <= ", be.max_head_dim,
+                    " (the CPU kernels take any D)");
+  TORCH_CHECK_VALUE(p.Dv <= be.max_head_dim, "v: head dim Dv = ", p.Dv, "; the ",
+                    q.device().type(), " kernels take Dv <= ", be.max_head_dim,
+                    " (the CPU kernels take any Dv)");
+}
+
 void check_like(const Tensor& t, const char* name, at::IntArrayRef shape, const Tensor& q,
                 at::ScalarType dtype) {
   TORCH_CHECK_VALUE(t.sizes() == shape, name, ": expected shape ", shape, ", got ", t.sizes());
@@ -70,6 +80,7 @@ std::tuple<Tensor, Tensor> swa_fwd(const SWABackend& be, const Tensor& q, const 
                                    const Tensor& v, int64_t window, double scale) {
   SWAParams p;
   check_qkv(q, k, v, window, scale, p);
+  check_head_dims(be, p, q);
   c10::DeviceGuard guard(q.device());
   Tensor o = alloc(be, {p.B, p.T, p.H, p.Dv}, q.options());
   Tensor lse = alloc(be, {p.B, p.H, p.T}, q.options().dtype(at::kFloat));
@@ -91,6 +102,7 @@ std::tuple<Tensor, Tensor, Tensor> swa_bwd(const SWABackend& be, const Tensor& g
                                            double scale) {
   SWAParams p;
   check_qkv(q, k, v, window, scale, p);
+  check_head_dims(be, p, q);
   check_like(o, "o", {p.B, p.T, p.H, p.Dv}, q, q.scalar_type());
   check_like(grad_o, "grad_o", {p.B, p.T, p.H, p.Dv}, q, q.scalar_type());
   check_like(lse, "lse", {p.B, p.H, p.T}, q, at::kFloat);

@@ -15,6 +15,7 @@ struct SWABackend {
   void (*forward)(const SWAParams&);   // writes p.o, p.lse
   void (*backward)(const SWAParams&);  // writes p.delta, p.dq, p.dk, p.dv
   at::Tensor (*empty)(at::IntArrayRef sizes, const at::TensorOptions& options) = nullptr;
+  int64_t max_head_dim = 0;            // largest D / Dv the kernels take; 0: any
 };
 
 // (o [B, T, H, Dv] in q's dtype, lse [B, H, T] fp32)

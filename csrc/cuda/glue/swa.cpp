@@ -1,6 +1,6 @@
 // CUDA backend of the sliding-window attention ops. The shared implementation
 // (csrc/ops/swa.cpp) checks the arguments, allocates the outputs and fills SWAParams under
-// a DeviceGuard on q's device; this file checks the CUDA kernels' head-dim limit, supplies
+// a DeviceGuard on q's device (and the head dims against max_head_dim); this file supplies
 // the current stream and turns a failed launch into an error (csrc/cuda/swa).
 //
 // c10/cuda/CUDAStream.h rather than ATen/cuda/CUDAContext.h: nothing here needs cuBLAS.
@@ -14,28 +14,19 @@
 namespace spikeops {
 namespace {
 
-void check_dims(const SWAParams& p) {
-  TORCH_CHECK_VALUE(p.D <= cuda_swa::kMaxHeadDim, "q / k: head dim D = ", p.D,
-                    "; the CUDA kernels take D <= ", cuda_swa::kMaxHeadDim,
-                    " (the CPU kernels take any D)");
-  TORCH_CHECK_VALUE(p.Dv <= cuda_swa::kMaxHeadDim, "v: head dim Dv = ", p.Dv,
-                    "; the CUDA kernels take Dv <= ", cuda_swa::kMaxHeadDim,
-                    " (the CPU kernels take any Dv)");
-}
-
 void cuda_forward(const SWAParams& p) {
-  check_dims(p);
   C10_CUDA_CHECK(swa_forward_cuda(p, c10::cuda::getCurrentCUDAStream()));
 }
 
 void cuda_backward(const SWAParams& p) {
-  check_dims(p);
   C10_CUDA_CHECK(swa_backward_cuda(p, c10::cuda::getCurrentCUDAStream()));
 }
 
 }  // namespace
 
-static const SWABackend kCudaSWABackend{cuda_forward, cuda_backward};
+// D and Dv are checked by csrc/ops/swa.cpp against max_head_dim before any allocation.
+static const SWABackend kCudaSWABackend{cuda_forward, cuda_backward, nullptr,
+                                        cuda_swa::kMaxHeadDim};
 
 }  // namespace spikeops
 
