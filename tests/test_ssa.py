@@ -359,3 +359,18 @@ def test_cuda_non_binary_float_fallback():
     want = ssa_ref(q.double(), k.double(), v.double(), 0.1)
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
     assert torch.equal(got[0], ssa(q[:1], k[:1], v[:1], 0.1)[0])   # binary heads stay exact
+
+
+@pytest.mark.cuda
+def test_cuda_non_binary_q_in_a_later_row_group():
+    # q non-binary only in rows past the first group of 128: those rows take the fp32 path
+    # on exact KV counts, the other rows stay exact.
+    q, k, v = qkv((2, 300, 64), torch.float32)
+    q[0, 200, 5] = 0.25
+    got = ssa(q.cuda(), k.cuda(), v.cuda(), 0.1).cpu()
+    want = ssa_ref(q.double(), k.double(), v.double(), 0.1)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+    q[0, 200, 5] = 1.0
+    exact_rows = ssa(q, k, v, 0.1)
+    assert torch.equal(got[0, :128], exact_rows[0, :128])
+    assert torch.equal(got[1], exact_rows[1])

@@ -28,7 +28,7 @@ cudaError_t launch_fast(const SSAParams& p, size_t bytes, cudaStream_t stream) {
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
   if (err != cudaSuccess) return err;
   const dim3 grid(unsigned(p.G / p.T), unsigned((p.Dv + kCols - 1) / kCols),
-                  unsigned((p.N + kRowGroup - 1) / kRowGroup));
+                  p.lif ? unsigned((p.N + kRowGroup - 1) / kRowGroup) : 1u);
   ssa_fast_kernel<T, DP><<<grid, kFastThreads, bytes, stream>>>(p);
   return cudaGetLastError();
 }
