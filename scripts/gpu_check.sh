@@ -24,16 +24,26 @@ start=$(date +%s)
 SPIKEOPS_CUDA=ON scripts/setup.sh >"$OUT/setup.log" 2>&1 || { tail -60 "$OUT/setup.log"; exit 1; }
 echo "build: $(( $(date +%s) - start )) s"
 .venv/bin/python -m spikeops info | tee "$OUT/info.txt"
-tests=("$@")
-[ ${#tests[@]} -gt 0 ] || tests=(tests -m cuda)
-timeout 300 .venv/bin/python -m pytest "${tests[@]}" -q -rs --maxfail=40 --timeout 120 >"$OUT/tests.log" 2>&1
-echo "tests rc=$?"; tail -40 "$OUT/tests.log"
+# Each test file in its own process, so a crash in one does not hide the others' results.
+files=("$@")
+[ ${#files[@]} -gt 0 ] || mapfile -t files < <(ls tests/test_*.py)
+: >"$OUT/tests.log"
+for f in "${files[@]}"; do
+  timeout 240 .venv/bin/python -m pytest "$f" -m cuda -q -rfE --tb=short --timeout 120 \
+    >>"$OUT/tests.log" 2>&1
+  rc=$?
+  [ $rc -eq 0 ] || [ $rc -eq 5 ] || echo "FAILED($rc): $f" | tee -a "$OUT/tests.log"
+done
+grep -E "passed|failed|FAILED|Error" "$OUT/tests.log" | tail -40
 if [ -n "${PROFILE:-}" ]; then
   timeout 180 .venv/bin/python scripts/gpu_profile.py 2>&1 | tee "$OUT/profile.log" | tail -60
 fi
 [ "${BENCH:-1}" = 0 ] && exit 0
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr ' ' '-' | tr -cd 'A-Za-z0-9-')
-timeout ${BENCH_TIMEOUT:-240} # shellcheck disable=SC2086
-.venv/bin/python -m spikeops bench --device cuda ${BENCH_ARGS:-} \
-  --json "$OUT/$gpu-$(date +%F).json" >"$OUT/bench.log" 2>&1
-echo "bench rc=$?"; tail -40 "$OUT/bench.log"
+# BENCH_OPS: space-separated name patterns (one run and one JSON each); all entries if unset.
+# shellcheck disable=SC2086
+for op in ${BENCH_OPS:-""}; do
+  timeout ${BENCH_TIMEOUT:-240} .venv/bin/python -m spikeops bench --device cuda ${op:+--op "$op"} \
+    --json "$OUT/$gpu-$(date +%F)${op:+-$op}.json" >"$OUT/bench${op:+-$op}.log" 2>&1
+  echo "bench $op rc=$?"; sed -n '/^┏/,$p' "$OUT/bench${op:+-$op}.log" | tail -25
+done
