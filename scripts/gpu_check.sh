@@ -42,7 +42,8 @@ fi
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr ' ' '-' | tr -cd 'A-Za-z0-9-')
 # BENCH_OPS: space-separated name patterns (one run and one JSON each); all entries if unset.
 # shellcheck disable=SC2086
-for op in ${BENCH_OPS:-""}; do
+for op in ${BENCH_OPS:-all}; do
+  [ "$op" = all ] && op=""
   timeout ${BENCH_TIMEOUT:-240} .venv/bin/python -m spikeops bench --device cuda ${op:+--op "$op"} \
     --json "$OUT/$gpu-$(date +%F)${op:+-$op}.json" >"$OUT/bench${op:+-$op}.log" 2>&1
   echo "bench $op rc=$?"; sed -n '/^┏/,$p' "$OUT/bench${op:+-$op}.log" | tail -25
