@@ -115,4 +115,24 @@ TORCH_LIBRARY(spikeops, m) {
         "Tensor v, Tensor? g, Tensor? g_gamma, Tensor? gk, float scale, "
         "Tensor? initial_state, Tensor? cu_seqlens, int chunk_size) "
         "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+
+  // ---- spike sparse convolution (csrc/common/sparse_conv_params.h) ------------------
+  // indices int32 [N, ndim + 1] (batch index first). sparse_conv_map returns (out_indices
+  // int32 [M, ndim + 1], nbmap int32 [M, K]): nbmap[m, k] is the input row feeding output
+  // row m through kernel offset k (offsets row-major over the kernel dims), or -1. subm:
+  // the outputs are the inputs (a copy, same order); otherwise every reached site, sorted
+  // batch-major then by coordinates. kernel_size / stride / padding / dilation: 1 or ndim
+  // ints. sparse_map_transpose gives the input-major table [num_in, K] of a map.
+  m.def("sparse_conv_map(Tensor indices, int[] spatial_shape, int batch_size, "
+        "int[] kernel_size, int[] stride, int[] padding, int[] dilation, bool subm) "
+        "-> (Tensor, Tensor)");
+  m.def("sparse_map_transpose(Tensor nbmap, int num_in) -> Tensor");
+  // out [M, Cout] = bias + sum_k features[nbmap[:, k]] @ weight[:, k, :]^T over existing
+  // neighbours; weight [Cout, K, Cin] (spconv's [Cout, k..., Cin] flattened), fp32 / bf16 /
+  // fp16 like features, fp32 accumulation. spikes: 0 dense GEMM, 1 skip zero entries of
+  // features (same bits for finite weights), -1 pick from the measured density.
+  m.def("sparse_conv_fwd(Tensor features, Tensor nbmap, Tensor weight, Tensor? bias, "
+        "int spikes) -> Tensor");
+  // Weight gradient [Cout, K, Cin] (grad_out's dtype) = sum_m grad_out[m]^T features[nbmap[m, k]].
+  m.def("sparse_conv_wgrad(Tensor grad_out, Tensor features, Tensor nbmap) -> Tensor");
 }

@@ -29,6 +29,10 @@ namespace cpu {
   void swa_dkdv_tile(const SWAParams&, int64_t, int64_t);                      \
   void scan_forward_task(const ScanParams&, int64_t, int64_t);                 \
   void scan_backward_task(const ScanParams&, int64_t, int64_t);                \
+  void sparse_conv_rows(const SparseConvParams&, int64_t, int64_t);            \
+  void sparse_conv_rows_skip(const SparseConvParams&, int64_t, int64_t);       \
+  void sparse_conv_wgrad(const SparseConvParams&, const int32_t*, const int32_t*, int64_t, \
+                         int64_t, int64_t, int64_t);                           \
   }
 SPIKEOPS_DECLARE_ISA(scalar)
 SPIKEOPS_DECLARE_ISA(avx2)
@@ -68,6 +72,13 @@ const ScanKernels kScanKernels[] = {
     {scalar::scan_forward_task, scalar::scan_backward_task},
     {avx2::scan_forward_task, avx2::scan_backward_task},
     {avx512::scan_forward_task, avx512::scan_backward_task}};
+
+#define SPIKEOPS_SPARSE_CONV_KERNELS(ns) \
+  { ns::sparse_conv_rows, ns::sparse_conv_rows_skip, ns::sparse_conv_wgrad }
+const SparseConvKernels kSparseConvKernels[] = {SPIKEOPS_SPARSE_CONV_KERNELS(scalar),
+                                                SPIKEOPS_SPARSE_CONV_KERNELS(avx2),
+                                                SPIKEOPS_SPARSE_CONV_KERNELS(avx512)};
+#undef SPIKEOPS_SPARSE_CONV_KERNELS
 
 Isa parse_isa(const std::string& name) {
   if (name == "scalar") return Isa::kScalar;
@@ -148,6 +159,9 @@ const RecurrentKernels& recurrent_kernels() {
 }
 const SWAKernels& swa_kernels() { return kSWAKernels[static_cast<int>(active_isa())]; }
 const ScanKernels& scan_kernels() { return kScanKernels[static_cast<int>(active_isa())]; }
+const SparseConvKernels& sparse_conv_kernels() {
+  return kSparseConvKernels[static_cast<int>(active_isa())];
+}
 
 }  // namespace cpu
 }  // namespace spikeops

@@ -12,6 +12,7 @@
 #include "common/recurrent_params.h"
 #include "common/swa_params.h"
 #include "common/scan_params.h"
+#include "common/sparse_conv_params.h"
 
 namespace spikeops {
 namespace cpu {
@@ -88,6 +89,17 @@ struct ScanKernels {
   void (*backward_task)(const ScanParams&, int64_t n, int64_t h);
 };
 const ScanKernels& scan_kernels();  // of the active ISA
+
+// Sparse convolution kernels (csrc/cpu/kernels/sparse_conv_kernel.cpp); csrc/cpu/sparse_conv.cpp
+// splits the work: output rows [m0, m1) of the forward (dense GEMM or zero-skipping), and
+// dw[k, c0:c1, :] of the weight gradient over offset k's np pairs (pin[q] -> pout[q]).
+struct SparseConvKernels {
+  void (*forward_rows)(const SparseConvParams&, int64_t m0, int64_t m1);
+  void (*forward_rows_skip)(const SparseConvParams&, int64_t m0, int64_t m1);
+  void (*weight_grad)(const SparseConvParams&, const int32_t* pin, const int32_t* pout,
+                      int64_t np, int64_t k, int64_t c0, int64_t c1);
+};
+const SparseConvKernels& sparse_conv_kernels();  // of the active ISA
 
 }  // namespace cpu
 }  // namespace spikeops

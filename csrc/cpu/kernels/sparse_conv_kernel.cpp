@@ -1,0 +1,253 @@
+// Sparse convolution as gather -> GEMM -> scatter, compiled once per ISA (scalar, AVX2,
+// AVX-512). See csrc/common/sparse_conv_params.h for the math and the summation order.
+//
+// Forward (conv_rows): a task owns output rows [m0, m1). In blocks of kBlock rows it keeps
+// an fp32 accumulator block [kBlock, CoutPad] in L1/L2; for each kernel offset k it lists
+// the block's rows that have a neighbour at k, and runs a register-tiled micro-kernel over
+// groups of kRows of them: kRows x (NV vectors of Cout) accumulators, one broadcast of
+// x[in, c] and NV loads of w[k, c, :] per c. Only existing pairs are multiplied (the
+// effective FLOPs are 2 * pairs * Cin * Cout). Traffic: each input row is read once per
+// pair (from cache when neighbours are close), w (K * Cin * CoutPad fp32) stays in L2,
+// each output row is written once. No atomics: results do not depend on the threads.
+//
+// Zero-skipping forward (conv_rows_skip) for spike features (binary or small integer
+// counts): per output row and offset, the non-zero entries of the input row are found with
+// a vector compare and only their weight rows are accumulated (count * w[k, c, :]; for a
+// binary spike the multiply by 1 is exact, so this is the add). The terms, their order and
+// the fp32 FMA per term are those of the dense path, so both give identical bits whenever
+// the skipped products are exact zeros (finite weights).
+//
+// Weight gradient (wgrad): a task owns dw[k, c0:c1, :] and streams through offset k's pairs
+// (in output-row order) in chunks that stay in L2, accumulating kRows x NV tiles of
+// x[in, c] * g[out, :]. Deterministic: one task per output element range, fixed order.
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "common/sparse_conv_params.h"
+#include "cpu/kernels/simd.h"
+
+namespace spikeops {
+namespace cpu {
+namespace SPIKEOPS_ISA {
+namespace {
+
+#if defined(SPIKEOPS_ISA_avx512)
+constexpr int kRows = 6;   // 6 x 4 zmm accumulators
+constexpr int kMaxNV = 4;
+#elif defined(SPIKEOPS_ISA_avx2)
+constexpr int kRows = 6;   // 6 x 2 ymm accumulators (16 registers)
+constexpr int kMaxNV = 2;
+#else
+constexpr int kRows = 4;
+constexpr int kMaxNV = 4;
+#endif
+constexpr int64_t kBlock = 48;     // output rows per accumulator block
+constexpr int64_t kPairChunk = 128;  // pairs per weight-gradient chunk
+
+// acc rows (fp32, NV vectors from column col) += sum_c x_r[c] * w[c * ldw + col ...].
+template <int NV>
+SPIKEOPS_INLINE void tile(const float* const* xr, const float* w, int64_t cin, int64_t ldw,
+                          float* const* acc_rows) {
+  VecF acc[kRows][NV];
+  for (int r = 0; r < kRows; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = loadu(acc_rows[r] + v * kWidth);
+  for (int64_t c = 0; c < cin; ++c) {
+    VecF wv[NV];
+    for (int v = 0; v < NV; ++v) wv[v] = loadu(w + c * ldw + v * kWidth);
+    for (int r = 0; r < kRows; ++r) {
+      const VecF b(xr[r][c]);
+      for (int v = 0; v < NV; ++v) acc[r][v] = vfma(b, wv[v], acc[r][v]);
+    }
+  }
+  for (int r = 0; r < kRows; ++r)
+    for (int v = 0; v < NV; ++v) storeu(acc_rows[r] + v * kWidth, acc[r][v]);
+}
+
+// Runs tile<> over all column chunks of CoutPad (a multiple of kWidth).
+SPIKEOPS_INLINE void tile_cols(const float* const* xr, const float* wk, int64_t cin,
+                               int64_t ldw, float* const* rows) {
+  const int64_t nvec = ldw / kWidth;
+  float* shifted[kRows];
+  for (int64_t v0 = 0; v0 < nvec; v0 += kMaxNV) {
+    const int64_t col = v0 * kWidth;
+    for (int r = 0; r < kRows; ++r) shifted[r] = rows[r] + col;
+    switch (std::min<int64_t>(kMaxNV, nvec - v0)) {
+      case 1: tile<1>(xr, wk + col, cin, ldw, shifted); break;
+#if !defined(SPIKEOPS_ISA_avx2)
+      case 3: tile<3>(xr, wk + col, cin, ldw, shifted); break;
+      case 4: tile<4>(xr, wk + col, cin, ldw, shifted); break;
+#endif
+      default: tile<2>(xr, wk + col, cin, ldw, shifted); break;
+    }
+  }
+}
+
+// Writes acc row (+ bias) to out row m.
+SPIKEOPS_INLINE void write_row(const SparseConvParams& p, int64_t m, const float* acc) {
+  for (int64_t o = 0; o < p.Cout; o += kWidth) {
+    const int n = int(std::min<int64_t>(kWidth, p.Cout - o));
+    VecF a = loadu(acc + o);
+    if (p.bias) a = a + load_f32(p.bias + o, n);
+    store_any(p.out, m * p.Cout + o, p.out_dtype, a, n);
+  }
+}
+
+void conv_rows(const SparseConvParams& p, int64_t m0, int64_t m1) {
+  const int64_t ldw = p.CoutPad;
+  thread_local std::vector<float> buf, zero;
+  buf.resize(size_t((kBlock + kRows) * ldw));
+  zero.assign(size_t(std::max<int64_t>(p.Cin, 1)), 0.f);
+  float* scratch = buf.data() + kBlock * ldw;  // dummy rows of a partial group
+  for (int64_t b0 = m0; b0 < m1; b0 += kBlock) {
+    const int64_t nb = std::min(kBlock, m1 - b0);
+    std::fill(buf.begin(), buf.begin() + nb * ldw, 0.f);
+    for (int64_t k = 0; k < p.K; ++k) {
+      const float* wk = p.w + k * p.Cin * ldw;
+      const float* xr[kRows];
+      float* rows[kRows];
+      int n = 0;
+      for (int64_t r = 0; r < nb; ++r) {
+        const int32_t i = p.nbmap[(b0 + r) * p.K + k];
+        if (i < 0) continue;
+        xr[n] = p.x + int64_t(i) * p.Cin;
+        rows[n] = buf.data() + r * ldw;
+        if (++n == kRows) {
+          tile_cols(xr, wk, p.Cin, ldw, rows);
+          n = 0;
+        }
+      }
+      if (n > 0) {
+        for (int j = n; j < kRows; ++j) {
+          xr[j] = zero.data();
+          rows[j] = scratch + j * ldw;
+        }
+        tile_cols(xr, wk, p.Cin, ldw, rows);
+      }
+    }
+    for (int64_t r = 0; r < nb; ++r) write_row(p, b0 + r, buf.data() + r * ldw);
+  }
+}
+
+// Bits of the non-zero lanes of x[c .. c + n).
+SPIKEOPS_INLINE uint32_t nonzero_bits(const float* x, int n) {
+  const VecF a = n == kWidth ? loadu(x) : load_partial(x, 0, DType::kFloat32, n);
+#if defined(SPIKEOPS_ISA_avx512)
+  return _mm512_cmp_ps_mask(a.v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+#elif defined(SPIKEOPS_ISA_avx2)
+  return uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(a.v, _mm256_setzero_ps(), _CMP_NEQ_UQ)));
+#else
+  return a.v != 0.f ? 1u : 0u;
+#endif
+}
+
+template <int NV>
+void skip_chunk(const SparseConvParams& p, int64_t m, int64_t col, float* acc_out) {
+  VecF acc[NV];
+  for (int v = 0; v < NV; ++v) acc[v] = VecF(0.f);
+  const int64_t ldw = p.CoutPad;
+  for (int64_t k = 0; k < p.K; ++k) {
+    const int32_t i = p.nbmap[m * p.K + k];
+    if (i < 0) continue;
+    const float* xr = p.x + int64_t(i) * p.Cin;
+    const float* wk = p.w + k * p.Cin * ldw + col;
+    for (int64_t c0 = 0; c0 < p.Cin; c0 += kWidth) {
+      uint32_t bits = nonzero_bits(xr + c0, int(std::min<int64_t>(kWidth, p.Cin - c0)));
+      while (bits) {
+        const int64_t c = c0 + __builtin_ctz(bits);
+        bits &= bits - 1;
+        const VecF a(xr[c]);
+        const float* wr = wk + c * ldw;
+        for (int v = 0; v < NV; ++v) acc[v] = vfma(a, loadu(wr + v * kWidth), acc[v]);
+      }
+    }
+  }
+  for (int v = 0; v < NV; ++v) storeu(acc_out + col + v * kWidth, acc[v]);
+}
+
+void conv_rows_skip(const SparseConvParams& p, int64_t m0, int64_t m1) {
+  thread_local std::vector<float> acc;
+  acc.resize(size_t(p.CoutPad));
+  const int64_t nvec = p.CoutPad / kWidth;
+  for (int64_t m = m0; m < m1; ++m) {
+    for (int64_t v0 = 0; v0 < nvec; v0 += kMaxNV) {
+      const int64_t col = v0 * kWidth;
+      switch (std::min<int64_t>(kMaxNV, nvec - v0)) {
+        case 1: skip_chunk<1>(p, m, col, acc.data()); break;
+#if !defined(SPIKEOPS_ISA_avx2)
+        case 3: skip_chunk<3>(p, m, col, acc.data()); break;
+        case 4: skip_chunk<4>(p, m, col, acc.data()); break;
+#endif
+        default: skip_chunk<2>(p, m, col, acc.data()); break;
+      }
+    }
+    write_row(p, m, acc.data());
+  }
+}
+
+// dw tile rows c (kRows of them) += sum over pairs x[in, c] * g[out, col ...].
+template <int NV>
+SPIKEOPS_INLINE void wgrad_tile(const SparseConvParams& p, const int32_t* pin,
+                                const int32_t* pout, int64_t np, int64_t c, int nc,
+                                int64_t col, float* buf, int64_t ldb) {
+  VecF acc[kRows][NV];
+  for (int r = 0; r < kRows; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = loadu(buf + r * ldb + col + v * kWidth);
+  for (int64_t q = 0; q < np; ++q) {
+    const float* xr = p.x + int64_t(pin[q]) * p.Cin + c;
+    const float* gr = p.g + int64_t(pout[q]) * p.CoutPad + col;
+    VecF gv[NV];
+    for (int v = 0; v < NV; ++v) gv[v] = loadu(gr + v * kWidth);
+    for (int r = 0; r < kRows; ++r) {
+      const VecF b(r < nc ? xr[r] : 0.f);
+      for (int v = 0; v < NV; ++v) acc[r][v] = vfma(b, gv[v], acc[r][v]);
+    }
+  }
+  for (int r = 0; r < kRows; ++r)
+    for (int v = 0; v < NV; ++v) storeu(buf + r * ldb + col + v * kWidth, acc[r][v]);
+}
+
+void wgrad(const SparseConvParams& p, const int32_t* pin, const int32_t* pout, int64_t np,
+           int64_t k, int64_t c0, int64_t c1) {
+  const int64_t ldb = p.CoutPad, nvec = p.CoutPad / kWidth;
+  const int64_t ncr = c1 - c0;
+  thread_local std::vector<float> buf;
+  buf.assign(size_t((ncr + kRows) * ldb), 0.f);
+  for (int64_t q0 = 0; q0 < np; q0 += kPairChunk) {
+    const int64_t nq = std::min(kPairChunk, np - q0);
+    for (int64_t c = c0; c < c1; c += kRows) {
+      const int nc = int(std::min<int64_t>(kRows, c1 - c));
+      float* tb = buf.data() + (c - c0) * ldb;
+      for (int64_t v0 = 0; v0 < nvec; v0 += kMaxNV) {
+        const int64_t col = v0 * kWidth;
+        switch (std::min<int64_t>(kMaxNV, nvec - v0)) {
+          case 1: wgrad_tile<1>(p, pin + q0, pout + q0, nq, c, nc, col, tb, ldb); break;
+#if !defined(SPIKEOPS_ISA_avx2)
+          case 3: wgrad_tile<3>(p, pin + q0, pout + q0, nq, c, nc, col, tb, ldb); break;
+          case 4: wgrad_tile<4>(p, pin + q0, pout + q0, nq, c, nc, col, tb, ldb); break;
+#endif
+          default: wgrad_tile<2>(p, pin + q0, pout + q0, nq, c, nc, col, tb, ldb); break;
+        }
+      }
+    }
+  }
+  for (int64_t c = c0; c < c1; ++c)
+    std::memcpy(p.dw + (k * p.Cin + c) * p.Cout, buf.data() + (c - c0) * ldb,
+                size_t(p.Cout) * sizeof(float));
+}
+
+}  // namespace
+
+void sparse_conv_rows(const SparseConvParams& p, int64_t m0, int64_t m1) { conv_rows(p, m0, m1); }
+void sparse_conv_rows_skip(const SparseConvParams& p, int64_t m0, int64_t m1) {
+  conv_rows_skip(p, m0, m1);
+}
+void sparse_conv_wgrad(const SparseConvParams& p, const int32_t* pin, const int32_t* pout,
+                       int64_t np, int64_t k, int64_t c0, int64_t c1) {
+  wgrad(p, pin, pout, np, k, c0, c1);
+}
+
+}  // namespace SPIKEOPS_ISA
+}  // namespace cpu
+}  // namespace spikeops

@@ -1,0 +1,515 @@
+// CPU backend of the sparse convolution ops (schemas in csrc/registration.cpp):
+//
+//   sparse_conv_map       kernel map (output-major neighbour table) of a submanifold or a
+//                         regular (strided) conv, built with an open-addressing hash table
+//   sparse_map_transpose  the input-major table of a map (input gradient, inverse conv)
+//   sparse_conv_fwd       out = gather-GEMM-scatter over a table (+ bias), fp32 accumulation
+//   sparse_conv_wgrad     the weight gradient over a table
+//
+// The argument checks live here too: there is no CUDA backend of this family yet.
+//
+// Hash table: keys are the batch-major linearised coordinates ((b * s0 + c0) * s1 + c1)...
+// (int64), capacity a power of two >= 2 N, linear probing, filled in parallel with a
+// compare-and-swap per slot (a slot already holding the same key is a duplicate site, which
+// is an error). Lookups only read. Which slot a key lands in may depend on thread timing,
+// but every lookup's answer does not, so the tables are deterministic.
+//
+// Parallelisation: tables are filled over output rows (submanifold) or input rows (regular
+// conv: each (output row, offset) entry has exactly one possible writer, so no conflicts);
+// the convolution over blocks of output rows; the weight gradient over (offset, input-
+// channel range) tasks. No float atomics anywhere: results do not depend on the threads.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <limits>
+#include <sstream>
+#include <vector>
+
+#include "common/sparse_conv_params.h"
+#include "cpu/dispatch.h"
+#include "ops/common.h"
+
+namespace spikeops {
+namespace {
+
+using Tensor = at::Tensor;
+constexpr int64_t kEmpty = -1;
+
+std::string shape_str(const std::vector<int64_t>& v) {
+  std::ostringstream s;
+  s << "(";
+  for (size_t i = 0; i < v.size(); ++i) s << (i ? ", " : "") << v[i];
+  if (v.size() == 1) s << ",";
+  s << ")";
+  return s.str();
+}
+
+inline uint64_t hash64(int64_t key) {
+  uint64_t x = uint64_t(key);
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ULL;
+  x ^= x >> 33;
+  return x;
+}
+
+// Open-addressing hash map int64 key -> int32 value; insert is thread-safe.
+struct HashMap {
+  std::vector<int64_t> keys;
+  std::vector<int32_t> vals;
+  uint64_t mask = 0;
+
+  explicit HashMap(int64_t n) {
+    uint64_t cap = 16;
+    while (cap < uint64_t(2 * std::max<int64_t>(n, 1))) cap <<= 1;
+    keys.assign(cap, kEmpty);
+    vals.assign(cap, -1);
+    mask = cap - 1;
+  }
+  // Inserts key; returns its slot, and sets `existed` when it was already there.
+  int64_t insert(int64_t key, bool& existed) {
+    uint64_t h = hash64(key) & mask;
+    for (;;) {
+      int64_t expected = kEmpty;
+      if (__atomic_compare_exchange_n(&keys[h], &expected, key, false, __ATOMIC_ACQ_REL,
+                                      __ATOMIC_ACQUIRE)) {
+        existed = false;
+        return int64_t(h);
+      }
+      if (expected == key) {
+        existed = true;
+        return int64_t(h);
+      }
+      h = (h + 1) & mask;
+    }
+  }
+  int32_t find(int64_t key) const {
+    uint64_t h = hash64(key) & mask;
+    for (;;) {
+      const int64_t k = keys[h];
+      if (k == key) return vals[h];
+      if (k == kEmpty) return -1;
+      h = (h + 1) & mask;
+    }
+  }
+};
+
+std::vector<int64_t> expand(at::IntArrayRef v, size_t ndim, const char* name) {
+  TORCH_CHECK_VALUE(v.size() == ndim || v.size() == 1, name, " must be an int or ", ndim,
+                    " ints, got ", v);
+  std::vector<int64_t> out(ndim);
+  for (size_t d = 0; d < ndim; ++d) out[d] = v.size() == 1 ? v[0] : v[d];
+  return out;
+}
+
+// Validates indices against (spatial_shape, batch_size), the messages of
+// spikeops.ref.sparse_conv.check_indices (the lowest bad row decides which one).
+void check_indices(const Tensor& indices, const std::vector<int64_t>& shape, int64_t batch) {
+  TORCH_CHECK_TYPE(indices.scalar_type() == at::kInt, "indices must be int32, got ",
+                   indices.scalar_type());
+  TORCH_CHECK_VALUE(indices.device().is_cpu(), "indices must be a CPU tensor here, got ",
+                    indices.device());
+  const int64_t ndim = int64_t(shape.size());
+  bool shape_ok = ndim >= 1;
+  for (int64_t s : shape) shape_ok = shape_ok && s >= 1;
+  TORCH_CHECK_VALUE(shape_ok, "spatial_shape must be positive ints, got ", shape_str(shape));
+  TORCH_CHECK_VALUE(batch >= 1, "batch_size must be >= 1, got ", batch);
+  TORCH_CHECK_VALUE(indices.dim() == 2 && indices.size(1) == ndim + 1,
+                    "indices must have shape [N, ", ndim + 1, "] (batch index + ", ndim,
+                    " coordinates for spatial_shape ", shape_str(shape), "), got ",
+                    indices.sizes());
+  // Linear keys must fit int64.
+  double cells = double(batch);
+  for (int64_t s : shape) cells *= double(s);
+  TORCH_CHECK_VALUE(cells < 9.0e18, "batch_size * prod(spatial_shape) must fit int64");
+  const int64_t n = indices.size(0);
+  const Tensor ic = indices.contiguous();
+  const int32_t* idx = ic.data_ptr<int32_t>();
+  // Error kinds by row: 1 negative, 2 batch, 3 coordinate.
+  std::atomic<int64_t> first{std::numeric_limits<int64_t>::max()};
+  std::atomic<int> kind{0};
+  at::parallel_for(0, n, 4096, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const int32_t* r = idx + i * (ndim + 1);
+      int k = 0;
+      for (int64_t d = 0; d <= ndim; ++d)
+        if (r[d] < 0) k = 1;
+      if (!k && r[0] >= batch) k = 2;
+      if (!k)
+        for (int64_t d = 0; d < ndim; ++d)
+          if (r[d + 1] >= shape[size_t(d)]) k = 3;
+      if (k) {
+        int64_t cur = first.load();
+        while (i < cur && !first.compare_exchange_weak(cur, i)) {
+        }
+        break;
+      }
+    }
+  });
+  const int64_t bad = first.load();
+  if (bad != std::numeric_limits<int64_t>::max()) {
+    const int32_t* r = idx + bad * (ndim + 1);
+    bool neg = false;
+    for (int64_t d = 0; d <= ndim; ++d) neg = neg || r[d] < 0;
+    TORCH_CHECK_VALUE(!neg, "indices must be non-negative (batch index and coordinates)");
+    TORCH_CHECK_VALUE(r[0] < batch, "indices has a batch index >= batch_size (", batch, ")");
+    TORCH_CHECK_VALUE(false, "indices has a coordinate outside spatial_shape ", shape_str(shape));
+  }
+  (void)kind;
+}
+
+inline int64_t linear_key(int64_t b, const int64_t* c, const std::vector<int64_t>& shape) {
+  int64_t key = b;
+  for (size_t d = 0; d < shape.size(); ++d) key = key * shape[d] + c[d];
+  return key;
+}
+
+// Fills a map of the rows of idx [n, ndim + 1]; raises on a duplicate site.
+void fill_map(HashMap& map, const int32_t* idx, int64_t n, const std::vector<int64_t>& shape) {
+  const size_t ndim = shape.size();
+  std::atomic<bool> dup{false};
+  at::parallel_for(0, n, 4096, [&](int64_t b, int64_t e) {
+    int64_t c[8];
+    for (int64_t i = b; i < e; ++i) {
+      const int32_t* r = idx + i * int64_t(ndim + 1);
+      for (size_t d = 0; d < ndim; ++d) c[d] = r[d + 1];
+      bool existed;
+      const int64_t slot = map.insert(linear_key(r[0], c, shape), existed);
+      if (existed) dup.store(true);
+      else map.vals[size_t(slot)] = int32_t(i);
+    }
+  });
+  TORCH_CHECK_VALUE(!dup.load(), "indices has duplicate coordinates (merge them first)");
+}
+
+std::vector<std::vector<int64_t>> kernel_offsets(const std::vector<int64_t>& k) {
+  std::vector<std::vector<int64_t>> offs{{}};
+  for (int64_t kd : k) {
+    std::vector<std::vector<int64_t>> next;
+    for (const auto& o : offs)
+      for (int64_t j = 0; j < kd; ++j) {
+        auto x = o;
+        x.push_back(j);
+        next.push_back(x);
+      }
+    offs.swap(next);
+  }
+  return offs;  // row-major over the kernel dims
+}
+
+std::tuple<Tensor, Tensor> sparse_conv_map(const Tensor& indices, at::IntArrayRef spatial_shape,
+                                           int64_t batch_size, at::IntArrayRef kernel_size,
+                                           at::IntArrayRef stride, at::IntArrayRef padding,
+                                           at::IntArrayRef dilation, bool subm) {
+  const std::vector<int64_t> shape(spatial_shape.begin(), spatial_shape.end());
+  const size_t ndim = shape.size();
+  TORCH_CHECK_VALUE(ndim >= 1 && ndim <= 8, "spatial_shape must have 1 to 8 dims, got ",
+                    spatial_shape);
+  check_indices(indices, shape, batch_size);
+  const auto k = expand(kernel_size, ndim, "kernel_size");
+  const auto s = expand(stride, ndim, "stride");
+  const auto p = expand(padding, ndim, "padding");
+  const auto d = expand(dilation, ndim, "dilation");
+  for (size_t i = 0; i < ndim; ++i)
+    TORCH_CHECK_VALUE(k[i] >= 1 && s[i] >= 1 && d[i] >= 1 && p[i] >= 0,
+                      "kernel_size, stride, dilation must be >= 1 and padding >= 0");
+  const auto offs = kernel_offsets(k);
+  const int64_t K = int64_t(offs.size());
+  TORCH_CHECK_VALUE(K < (int64_t(1) << 20), "kernel_size: too many offsets (", K, ")");
+  const Tensor ic = indices.contiguous();
+  const int32_t* idx = ic.data_ptr<int32_t>();
+  const int64_t n = ic.size(0);
+  const auto opts_i = indices.options().dtype(at::kInt);
+
+  if (subm) {
+    for (size_t i = 0; i < ndim; ++i)
+      TORCH_CHECK_VALUE(s[i] == 1, "stride must be 1 for a submanifold conv, got ", stride);
+    HashMap map(n);
+    fill_map(map, idx, n, shape);
+    Tensor nbmap = at::empty({n, K}, opts_i);
+    int32_t* nb = nbmap.data_ptr<int32_t>();
+    at::parallel_for(0, n, 1024, [&](int64_t b, int64_t e) {
+      int64_t q[8];
+      for (int64_t m = b; m < e; ++m) {
+        const int32_t* r = idx + m * int64_t(ndim + 1);
+        for (int64_t j = 0; j < K; ++j) {
+          bool ok = true;
+          for (size_t t = 0; t < ndim; ++t) {
+            q[t] = r[t + 1] + (offs[size_t(j)][t] - k[t] / 2) * d[t];
+            ok = ok && q[t] >= 0 && q[t] < shape[t];
+          }
+          nb[m * K + j] = ok ? map.find(linear_key(r[0], q, shape)) : -1;
+        }
+      }
+    });
+    return {ic.clone(), nbmap};  // a fresh tensor: op outputs may not alias inputs
+  }
+
+  std::vector<int64_t> out_shape(ndim);
+  for (size_t i = 0; i < ndim; ++i) {
+    out_shape[i] = (shape[i] + 2 * p[i] - d[i] * (k[i] - 1) - 1) / s[i] + 1;
+    TORCH_CHECK_VALUE(shape[i] + 2 * p[i] - d[i] * (k[i] - 1) - 1 >= 0 && out_shape[i] >= 1,
+                      "kernel_size/stride/padding/dilation give an empty output for "
+                      "spatial_shape ", shape_str(shape));
+  }
+  {  // duplicates in the input are an error for every conv
+    HashMap in_map(n);
+    fill_map(in_map, idx, n, shape);
+  }
+  // Output site of input row i through offset j, or false.
+  auto out_coord = [&](const int32_t* r, int64_t j, int64_t* o) {
+    for (size_t t = 0; t < ndim; ++t) {
+      const int64_t num = r[t + 1] + p[t] - offs[size_t(j)][t] * d[t];
+      if (num < 0 || num % s[t] != 0) return false;
+      o[t] = num / s[t];
+      if (o[t] >= out_shape[t]) return false;
+    }
+    return true;
+  };
+  double cells = double(batch_size);
+  for (int64_t x : out_shape) cells *= double(x);
+  const int64_t bound = int64_t(std::min(double(n) * double(K), cells));
+  HashMap out_map(bound);
+  at::parallel_for(0, n, 1024, [&](int64_t b, int64_t e) {
+    int64_t o[8];
+    for (int64_t i = b; i < e; ++i) {
+      const int32_t* r = idx + i * int64_t(ndim + 1);
+      for (int64_t j = 0; j < K; ++j)
+        if (out_coord(r, j, o)) {
+          bool existed;
+          out_map.insert(linear_key(r[0], o, out_shape), existed);
+        }
+    }
+  });
+  std::vector<int64_t> out_keys;
+  for (int64_t key : out_map.keys)
+    if (key != kEmpty) out_keys.push_back(key);
+  std::sort(out_keys.begin(), out_keys.end());  // batch-major, then by coordinates
+  const int64_t M = int64_t(out_keys.size());
+  Tensor out_indices = at::empty({M, int64_t(ndim + 1)}, opts_i);
+  int32_t* oi = out_indices.data_ptr<int32_t>();
+  at::parallel_for(0, M, 4096, [&](int64_t b, int64_t e) {
+    for (int64_t m = b; m < e; ++m) {
+      int64_t rest = out_keys[size_t(m)];
+      for (size_t t = ndim; t-- > 0;) {
+        oi[m * int64_t(ndim + 1) + int64_t(t) + 1] = int32_t(rest % out_shape[t]);
+        rest /= out_shape[t];
+      }
+      oi[m * int64_t(ndim + 1)] = int32_t(rest);
+      bool existed;
+      out_map.vals[size_t(out_map.insert(out_keys[size_t(m)], existed))] = int32_t(m);
+    }
+  });
+  Tensor nbmap = at::full({M, K}, -1, opts_i);
+  int32_t* nb = nbmap.data_ptr<int32_t>();
+  at::parallel_for(0, n, 1024, [&](int64_t b, int64_t e) {
+    int64_t o[8];
+    for (int64_t i = b; i < e; ++i) {
+      const int32_t* r = idx + i * int64_t(ndim + 1);
+      for (int64_t j = 0; j < K; ++j)
+        if (out_coord(r, j, o)) nb[int64_t(out_map.find(linear_key(r[0], o, out_shape))) * K + j] =
+                                    int32_t(i);
+    }
+  });
+  return {out_indices, nbmap};
+}
+
+void check_nbmap(const Tensor& nbmap, const char* name) {
+  TORCH_CHECK_TYPE(nbmap.scalar_type() == at::kInt, name, " must be int32, got ",
+                   nbmap.scalar_type());
+  TORCH_CHECK_VALUE(nbmap.dim() == 2, name, " must be [M, K], got shape ", nbmap.sizes());
+}
+
+// Raises unless every entry of nbmap is in [-1, num_in).
+void check_nbmap_range(const int32_t* nb, int64_t count, int64_t num_in, const char* name) {
+  std::atomic<bool> bad{false};
+  at::parallel_for(0, count, 1 << 16, [&](int64_t b, int64_t e) {
+    bool local = false;
+    for (int64_t i = b; i < e; ++i) local |= nb[i] < -1 || nb[i] >= num_in;
+    if (local) bad.store(true);
+  });
+  TORCH_CHECK_VALUE(!bad.load(), name, " has an entry outside [-1, ", num_in,
+                    ") (the number of input rows)");
+}
+
+Tensor sparse_map_transpose(const Tensor& nbmap, int64_t num_in) {
+  check_nbmap(nbmap, "nbmap");
+  TORCH_CHECK_VALUE(num_in >= 0, "num_in must be >= 0, got ", num_in);
+  const Tensor nc = nbmap.contiguous();
+  const int64_t M = nc.size(0), K = nc.size(1);
+  const int32_t* nb = nc.data_ptr<int32_t>();
+  check_nbmap_range(nb, M * K, num_in, "nbmap");
+  Tensor inv = at::full({num_in, K}, -1, nbmap.options());
+  int32_t* iv = inv.data_ptr<int32_t>();
+  std::atomic<bool> twice{false};
+  at::parallel_for(0, M, 1024, [&](int64_t b, int64_t e) {
+    for (int64_t m = b; m < e; ++m)
+      for (int64_t j = 0; j < K; ++j) {
+        const int32_t i = nb[m * K + j];
+        if (i < 0) continue;
+        // Two outputs naming the same (input, offset) cannot come from a conv map.
+        int32_t expected = -1;
+        if (!__atomic_compare_exchange_n(&iv[int64_t(i) * K + j], &expected, int32_t(m), false,
+                                         __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+          twice.store(true);
+      }
+  });
+  TORCH_CHECK_VALUE(!twice.load(), "nbmap: an (input row, offset) pair is used by two output "
+                    "rows; not a convolution's kernel map");
+  return inv;
+}
+
+Tensor as_f32(const Tensor& t) { return t.scalar_type() == at::kFloat ? t.contiguous()
+                                                                       : t.to(at::kFloat).contiguous(); }
+
+Tensor sparse_conv_fwd(const Tensor& features, const Tensor& nbmap, const Tensor& weight,
+                       const c10::optional<Tensor>& bias, int64_t spikes) {
+  float_dtype(features, "features");
+  float_dtype(weight, "weight");
+  check_nbmap(nbmap, "nbmap");
+  TORCH_CHECK_TYPE(weight.scalar_type() == features.scalar_type(), "weight: dtype ",
+                   weight.scalar_type(), " differs from features' ", features.scalar_type());
+  TORCH_CHECK_VALUE(features.dim() == 2, "features must be [N, Cin], got shape ",
+                    features.sizes());
+  TORCH_CHECK_VALUE(weight.dim() == 3 && weight.size(1) == nbmap.size(1),
+                    "weight must be [Cout, K=", nbmap.size(1), ", Cin] (kernel offsets of "
+                    "nbmap), got shape ", weight.sizes());
+  TORCH_CHECK_VALUE(weight.size(2) == features.size(1), "features has ", features.size(1),
+                    " channels but weight expects Cin=", weight.size(2));
+  TORCH_CHECK_VALUE(spikes >= -1 && spikes <= 1, "spikes must be -1 (auto), 0 or 1, got ",
+                    spikes);
+  for (const Tensor* t : {&features, &nbmap, &weight})
+    TORCH_CHECK_VALUE(t->device().is_cpu(), "sparse_conv_fwd: expected CPU tensors");
+  const int64_t M = nbmap.size(0), K = nbmap.size(1), N = features.size(0);
+  const int64_t Cin = weight.size(2), Cout = weight.size(0);
+  Tensor b;
+  if (bias.has_value()) {
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == Cout, "bias must be [Cout=", Cout,
+                      "], got shape ", bias->sizes());
+    TORCH_CHECK_TYPE(bias->scalar_type() == features.scalar_type(), "bias: dtype ",
+                     bias->scalar_type(), " differs from features' ", features.scalar_type());
+    b = as_f32(*bias);
+  }
+  Tensor out = at::empty({M, Cout}, features.options());
+  if (poison_outputs() && out.numel() > 0) out.fill_(std::numeric_limits<float>::quiet_NaN());
+  if (out.numel() == 0) return out;
+  const Tensor nc = nbmap.contiguous();
+  check_nbmap_range(nc.data_ptr<int32_t>(), M * K, N, "nbmap");
+  const Tensor x = as_f32(features);
+  const int64_t pad = (Cout + 15) / 16 * 16;
+  Tensor wp = at::zeros({K, Cin, pad}, weight.options().dtype(at::kFloat));
+  wp.narrow(2, 0, Cout).copy_(weight.permute({1, 2, 0}));
+  SparseConvParams p;
+  p.M = M;
+  p.K = K;
+  p.Cin = Cin;
+  p.Cout = Cout;
+  p.CoutPad = pad;
+  p.nbmap = nc.data_ptr<int32_t>();
+  p.x = x.data_ptr<float>();
+  p.w = wp.data_ptr<float>();
+  p.bias = b.defined() ? b.data_ptr<float>() : nullptr;
+  p.out_dtype = float_dtype(features, "features");
+  p.out = out.data_ptr();
+  bool skip = spikes == 1;
+  if (spikes == -1 && x.numel() > 0) {
+    // Auto: the zero-skipping path when at most 1/4 of the entries are non-zero.
+    const float* xp = p.x;
+    const int64_t total = x.numel();
+    const int64_t nz = at::parallel_reduce(
+        0, total, 1 << 16, int64_t(0),
+        [&](int64_t b0, int64_t e0, int64_t acc) {
+          for (int64_t i = b0; i < e0; ++i) acc += xp[i] != 0.f;
+          return acc;
+        },
+        [](int64_t a, int64_t c) { return a + c; });
+    skip = nz * 4 <= total;
+  }
+  const auto& kern = cpu::sparse_conv_kernels();
+  const int64_t rows = 96;
+  at::parallel_for(0, (M + rows - 1) / rows, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t m0 = t * rows, m1 = std::min(M, m0 + rows);
+      if (skip) kern.forward_rows_skip(p, m0, m1);
+      else kern.forward_rows(p, m0, m1);
+    }
+  });
+  return out;
+}
+
+Tensor sparse_conv_wgrad(const Tensor& grad_out, const Tensor& features, const Tensor& nbmap) {
+  float_dtype(features, "features");
+  float_dtype(grad_out, "grad_out");
+  check_nbmap(nbmap, "nbmap");
+  TORCH_CHECK_VALUE(features.dim() == 2, "features must be [N, Cin], got shape ",
+                    features.sizes());
+  TORCH_CHECK_VALUE(grad_out.dim() == 2 && grad_out.size(0) == nbmap.size(0),
+                    "grad_out must be [M=", nbmap.size(0), ", Cout], got shape ",
+                    grad_out.sizes());
+  const int64_t M = nbmap.size(0), K = nbmap.size(1), N = features.size(0);
+  const int64_t Cin = features.size(1), Cout = grad_out.size(1);
+  Tensor dw = at::empty({K, Cin, Cout}, features.options().dtype(at::kFloat));
+  const auto out_opts = grad_out.options();
+  if (dw.numel() == 0) return at::zeros({Cout, K, Cin}, out_opts);
+  const Tensor nc = nbmap.contiguous();
+  const int32_t* nb = nc.data_ptr<int32_t>();
+  check_nbmap_range(nb, M * K, N, "nbmap");
+  const Tensor x = as_f32(features);
+  const int64_t pad = (Cout + 15) / 16 * 16;
+  Tensor g = as_f32(grad_out);
+  if (pad != Cout) {
+    Tensor gp = at::zeros({M, pad}, g.options());
+    gp.narrow(1, 0, Cout).copy_(g);
+    g = gp;
+  }
+  // Pairs of each offset in output-row order.
+  std::vector<std::vector<int32_t>> pin(static_cast<size_t>(K)), pout(static_cast<size_t>(K));
+  at::parallel_for(0, K, 1, [&](int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; ++j)
+      for (int64_t m = 0; m < M; ++m) {
+        const int32_t i = nb[m * K + j];
+        if (i >= 0) {
+          pin[size_t(j)].push_back(i);
+          pout[size_t(j)].push_back(int32_t(m));
+        }
+      }
+  });
+  SparseConvParams p;
+  p.M = M;
+  p.K = K;
+  p.Cin = Cin;
+  p.Cout = Cout;
+  p.CoutPad = pad;
+  p.nbmap = nb;
+  p.x = x.data_ptr<float>();
+  p.g = g.data_ptr<float>();
+  p.dw = dw.data_ptr<float>();
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  const int64_t splits = std::max<int64_t>(1, std::min<int64_t>(Cin, (4 * threads + K - 1) / K));
+  const int64_t cstep = (Cin + splits - 1) / splits;
+  const auto& kern = cpu::sparse_conv_kernels();
+  at::parallel_for(0, K * splits, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t j = t / splits, c0 = std::min(Cin, (t % splits) * cstep);
+      const int64_t c1 = std::min(Cin, c0 + cstep);
+      if (c0 < c1)
+        kern.weight_grad(p, pin[size_t(j)].data(), pout[size_t(j)].data(),
+                         int64_t(pin[size_t(j)].size()), j, c0, c1);
+    }
+  });
+  return dw.permute({2, 0, 1}).to(out_opts.dtype()).contiguous();
+}
+
+}  // namespace
+}  // namespace spikeops
+
+TORCH_LIBRARY_IMPL(spikeops, CPU, m) {
+  m.impl("sparse_conv_map", &spikeops::sparse_conv_map);
+  m.impl("sparse_map_transpose", &spikeops::sparse_map_transpose);
+  m.impl("sparse_conv_fwd", &spikeops::sparse_conv_fwd);
+  m.impl("sparse_conv_wgrad", &spikeops::sparse_conv_wgrad);
+}
