@@ -19,6 +19,7 @@ data-dependent size).
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -142,7 +143,8 @@ def sparse_conv(features: torch.Tensor, nbmap: torch.Tensor, weight: torch.Tenso
     """``out [M, Cout] = bias + sum_k features[nbmap[:, k]] @ weight_k^T``.
 
     Args:
-        features: ``[N, Cin]`` float32 / bfloat16 / float16.
+        features: ``[N, Cin]`` float32 / bfloat16 / float16 (float64 runs the plain PyTorch
+            gather / index_add path, for checking).
         nbmap: int32 ``[M, K]`` from :func:`conv_map` (or :func:`map_transpose` of one, for
             an inverse conv).
         weight: ``[Cout, k..., Cin]`` (spconv layout, ``prod(k) == K``) or ``[Cout, K, Cin]``,
@@ -160,9 +162,11 @@ def sparse_conv(features: torch.Tensor, nbmap: torch.Tensor, weight: torch.Tenso
     code = _spikes_code(spikes)
     if not isinstance(weight, torch.Tensor) or weight.dim() < 3:
         raise ValueError("weight must be [Cout, k..., Cin]")
-    w3 = weight.reshape(weight.shape[0], -1, weight.shape[-1])
-    if not _native():
-        _check_conv(features, nbmap, w3, bias)
+    w3 = weight.reshape(weight.shape[0], math.prod(weight.shape[1:-1]), weight.shape[-1])
+    if not _native() or (isinstance(features, torch.Tensor)
+                         and features.dtype == torch.float64):
+        if features.dtype != torch.float64:
+            _check_conv(features, nbmap, w3, bias)
         return _torch_conv(features, nbmap, w3, bias)
     return torch.ops.spikeops.sparse_conv_fwd.default(features, nbmap, w3, bias, code)
 
