@@ -133,6 +133,7 @@ TORCH_LIBRARY(spikeops, m) {
   // features (same bits for finite weights), -1 pick from the measured density.
   m.def("sparse_conv_fwd(Tensor features, Tensor nbmap, Tensor weight, Tensor? bias, "
         "int spikes) -> Tensor");
-  // Weight gradient [Cout, K, Cin] (grad_out's dtype) = sum_m grad_out[m]^T features[nbmap[m, k]].
-  m.def("sparse_conv_wgrad(Tensor grad_out, Tensor features, Tensor nbmap) -> Tensor");
+  // Weight gradient [Cout, K, Cin] (grad_out's dtype) = sum_m grad_out[m]^T features[nbmap[m, k]];
+  // spikes as in sparse_conv_fwd (skips the zero entries of features).
+  m.def("sparse_conv_wgrad(Tensor grad_out, Tensor features, Tensor nbmap, int spikes) -> Tensor");
 }

@@ -257,6 +257,12 @@ def test_spike_path_identical_to_dense_path(cpu_isa, levels, cin, cout):
     auto = sc.sparse_conv(x, nb, w, b, spikes=None)
     assert torch.equal(dense, skip)
     assert torch.equal(dense, auto)
+    g = torch.randn(dense.shape)
+    gw = [torch.ops.spikeops.sparse_conv_wgrad.default(g, x, nb, sp) for sp in (0, 1, -1)]
+    assert torch.equal(gw[0], gw[1]) and torch.equal(gw[0], gw[2])
+    exact_gw = torch.stack([g.double().t() @ (x.double()[nb[:, k].clamp(min=0).long()]
+                                              * (nb[:, k:k + 1] >= 0)) for k in range(27)], 1)
+    assert_close_to_exact(gw[1], exact_gw, torch.float32, "spike weight grad")
     exact, _, _ = ref.sparse_conv(x.double(), idx, (12, 12, 12), 2, w.double(), b.double(),
                                   subm=True)
     assert_close_to_exact(skip, exact, torch.float32, "spikes")
@@ -315,7 +321,9 @@ def test_opcheck():
         torch.library.opcheck(torch.ops.spikeops.sparse_conv_fwd.default, (x, nb, w, b, spikes))
     torch.library.opcheck(torch.ops.spikeops.sparse_conv_fwd.default, (x, nb, w, None, 0))
     g = torch.randn(idx.shape[0], 6)
-    torch.library.opcheck(torch.ops.spikeops.sparse_conv_wgrad.default, (g, x.detach(), nb))
+    for spikes in (-1, 0, 1):
+        torch.library.opcheck(torch.ops.spikeops.sparse_conv_wgrad.default,
+                              (g, x.detach(), nb, spikes))
 
 
 @native

@@ -33,6 +33,8 @@ namespace cpu {
   void sparse_conv_rows_skip(const SparseConvParams&, int64_t, int64_t);       \
   void sparse_conv_wgrad(const SparseConvParams&, const int32_t*, const int32_t*, int64_t, \
                          int64_t, int64_t, int64_t);                           \
+  void sparse_conv_wgrad_skip(const SparseConvParams&, const int32_t*, const int32_t*, \
+                              int64_t, int64_t, int64_t, int64_t);             \
   }
 SPIKEOPS_DECLARE_ISA(scalar)
 SPIKEOPS_DECLARE_ISA(avx2)
@@ -74,7 +76,8 @@ const ScanKernels kScanKernels[] = {
     {avx512::scan_forward_task, avx512::scan_backward_task}};
 
 #define SPIKEOPS_SPARSE_CONV_KERNELS(ns) \
-  { ns::sparse_conv_rows, ns::sparse_conv_rows_skip, ns::sparse_conv_wgrad }
+  { ns::sparse_conv_rows, ns::sparse_conv_rows_skip, ns::sparse_conv_wgrad, \
+    ns::sparse_conv_wgrad_skip }
 const SparseConvKernels kSparseConvKernels[] = {SPIKEOPS_SPARSE_CONV_KERNELS(scalar),
                                                 SPIKEOPS_SPARSE_CONV_KERNELS(avx2),
                                                 SPIKEOPS_SPARSE_CONV_KERNELS(avx512)};

@@ -98,6 +98,8 @@ struct SparseConvKernels {
   void (*forward_rows_skip)(const SparseConvParams&, int64_t m0, int64_t m1);
   void (*weight_grad)(const SparseConvParams&, const int32_t* pin, const int32_t* pout,
                       int64_t np, int64_t k, int64_t c0, int64_t c1);
+  void (*weight_grad_skip)(const SparseConvParams&, const int32_t* pin, const int32_t* pout,
+                           int64_t np, int64_t k, int64_t c0, int64_t c1);
 };
 const SparseConvKernels& sparse_conv_kernels();  // of the active ISA
 

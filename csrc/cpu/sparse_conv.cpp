@@ -366,6 +366,24 @@ Tensor sparse_map_transpose(const Tensor& nbmap, int64_t num_in) {
 Tensor as_f32(const Tensor& t) { return t.scalar_type() == at::kFloat ? t.contiguous()
                                                                        : t.to(at::kFloat).contiguous(); }
 
+// Whether to run the zero-skipping kernels: spikes 1 yes, 0 no, -1 when at most 1/4 of the
+// entries of x (fp32, contiguous) are non-zero.
+bool use_skip(const Tensor& x, int64_t spikes) {
+  TORCH_CHECK_VALUE(spikes >= -1 && spikes <= 1, "spikes must be -1 (auto), 0 or 1, got ",
+                    spikes);
+  if (spikes != -1 || x.numel() == 0) return spikes == 1;
+  const float* xp = x.data_ptr<float>();
+  const int64_t total = x.numel();
+  const int64_t nz = at::parallel_reduce(
+      0, total, 1 << 16, int64_t(0),
+      [&](int64_t b0, int64_t e0, int64_t acc) {
+        for (int64_t i = b0; i < e0; ++i) acc += xp[i] != 0.f;
+        return acc;
+      },
+      [](int64_t a, int64_t c) { return a + c; });
+  return nz * 4 <= total;
+}
+
 Tensor sparse_conv_fwd(const Tensor& features, const Tensor& nbmap, const Tensor& weight,
                        const c10::optional<Tensor>& bias, int64_t spikes) {
   float_dtype(features, "features");
@@ -415,20 +433,7 @@ Tensor sparse_conv_fwd(const Tensor& features, const Tensor& nbmap, const Tensor
   p.bias = b.defined() ? b.data_ptr<float>() : nullptr;
   p.out_dtype = float_dtype(features, "features");
   p.out = out.data_ptr();
-  bool skip = spikes == 1;
-  if (spikes == -1 && x.numel() > 0) {
-    // Auto: the zero-skipping path when at most 1/4 of the entries are non-zero.
-    const float* xp = p.x;
-    const int64_t total = x.numel();
-    const int64_t nz = at::parallel_reduce(
-        0, total, 1 << 16, int64_t(0),
-        [&](int64_t b0, int64_t e0, int64_t acc) {
-          for (int64_t i = b0; i < e0; ++i) acc += xp[i] != 0.f;
-          return acc;
-        },
-        [](int64_t a, int64_t c) { return a + c; });
-    skip = nz * 4 <= total;
-  }
+  const bool skip = use_skip(x, spikes);
   const auto& kern = cpu::sparse_conv_kernels();
   const int64_t rows = 96;
   at::parallel_for(0, (M + rows - 1) / rows, 1, [&](int64_t t0, int64_t t1) {
@@ -441,7 +446,8 @@ Tensor sparse_conv_fwd(const Tensor& features, const Tensor& nbmap, const Tensor
   return out;
 }
 
-Tensor sparse_conv_wgrad(const Tensor& grad_out, const Tensor& features, const Tensor& nbmap) {
+Tensor sparse_conv_wgrad(const Tensor& grad_out, const Tensor& features, const Tensor& nbmap,
+                         int64_t spikes) {
   float_dtype(features, "features");
   float_dtype(grad_out, "grad_out");
   check_nbmap(nbmap, "nbmap");
@@ -459,6 +465,7 @@ Tensor sparse_conv_wgrad(const Tensor& grad_out, const Tensor& features, const T
   const int32_t* nb = nc.data_ptr<int32_t>();
   check_nbmap_range(nb, M * K, N, "nbmap");
   const Tensor x = as_f32(features);
+  const bool skip = use_skip(x, spikes);
   const int64_t pad = (Cout + 15) / 16 * 16;
   Tensor g = as_f32(grad_out);
   if (pad != Cout) {
@@ -497,7 +504,7 @@ Tensor sparse_conv_wgrad(const Tensor& grad_out, const Tensor& features, const T
       const int64_t j = t / splits, c0 = std::min(Cin, (t % splits) * cstep);
       const int64_t c1 = std::min(Cin, c0 + cstep);
       if (c0 < c1)
-        kern.weight_grad(p, pin[size_t(j)].data(), pout[size_t(j)].data(),
+        (skip ? kern.weight_grad_skip : kern.weight_grad)(p, pin[size_t(j)].data(), pout[size_t(j)].data(),
                          int64_t(pin[size_t(j)].size()), j, c0, c1);
     }
   });

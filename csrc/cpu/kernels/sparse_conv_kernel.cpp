@@ -142,47 +142,93 @@ SPIKEOPS_INLINE uint32_t nonzero_bits(const float* x, int n) {
 #endif
 }
 
-template <int NV>
-void skip_chunk(const SparseConvParams& p, int64_t m, int64_t col, float* acc_out) {
-  VecF acc[NV];
-  for (int v = 0; v < NV; ++v) acc[v] = VecF(0.f);
-  const int64_t ldw = p.CoutPad;
-  for (int64_t k = 0; k < p.K; ++k) {
-    const int32_t i = p.nbmap[m * p.K + k];
-    if (i < 0) continue;
-    const float* xr = p.x + int64_t(i) * p.Cin;
-    const float* wk = p.w + k * p.Cin * ldw + col;
-    for (int64_t c0 = 0; c0 < p.Cin; c0 += kWidth) {
-      uint32_t bits = nonzero_bits(xr + c0, int(std::min<int64_t>(kWidth, p.Cin - c0)));
-      while (bits) {
-        const int64_t c = c0 + __builtin_ctz(bits);
-        bits &= bits - 1;
-        const VecF a(xr[c]);
-        const float* wr = wk + c * ldw;
-        for (int v = 0; v < NV; ++v) acc[v] = vfma(a, loadu(wr + v * kWidth), acc[v]);
-      }
+// Appends the non-zero entries of x[0 .. cin) to (off, val): off = w row offset base + c * ldw.
+SPIKEOPS_INLINE int64_t compact_nonzero(const float* x, int64_t cin, int64_t base, int64_t ldw,
+                                        int64_t* off, float* val, int64_t n) {
+  for (int64_t c0 = 0; c0 < cin; c0 += kWidth) {
+    const int w = int(std::min<int64_t>(kWidth, cin - c0));
+#if defined(SPIKEOPS_ISA_avx512)
+    if (w == kWidth) {
+      const __m512 xv = _mm512_loadu_ps(x + c0);
+      const __mmask16 m = _mm512_cmp_ps_mask(xv, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+      if (!m) continue;
+      // lane offsets base + (c0 + lane) * ldw as int64, compressed in two halves of 8
+      const __m512i lanes = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+      const __m512i vb = _mm512_set1_epi64(base + c0 * ldw);
+      const __m512i vl = _mm512_set1_epi64(ldw);
+      const __m512i lo = _mm512_add_epi64(vb, _mm512_mullo_epi64(lanes, vl));
+      const __m512i hi = _mm512_add_epi64(lo, _mm512_set1_epi64(8 * ldw));
+      // Register compress + full store (the memory form of vpcompress is microcoded and
+      // slow on some CPUs); the buffers have kWidth entries of slack.
+      _mm512_storeu_si512(off + n, _mm512_maskz_compress_epi64(__mmask8(m & 0xff), lo));
+      const int nlo = __builtin_popcount(m & 0xffu);
+      _mm512_storeu_si512(off + n + nlo, _mm512_maskz_compress_epi64(__mmask8(m >> 8), hi));
+      _mm512_storeu_ps(val + n, _mm512_maskz_compress_ps(m, xv));
+      n += __builtin_popcount(m);
+      continue;
+    }
+#endif
+    uint32_t bits = nonzero_bits(x + c0, w);
+    while (bits) {
+      const int64_t c = c0 + __builtin_ctz(bits);
+      bits &= bits - 1;
+      off[n] = base + c * ldw;
+      val[n] = x[c];
+      ++n;
     }
   }
-  for (int v = 0; v < NV; ++v) storeu(acc_out + col + v * kWidth, acc[v]);
+  return n;
 }
 
+// acc (NV vectors from column col of acc_row) += sum_q val[q] * w[off[q] + col ...].
+template <int NV>
+SPIKEOPS_INLINE void skip_chunk(const float* w, const int64_t* off, const float* val, int64_t n,
+                                int64_t col, float* acc_row) {
+  VecF acc[NV];
+  for (int v = 0; v < NV; ++v) acc[v] = loadu(acc_row + col + v * kWidth);
+  for (int64_t q = 0; q < n; ++q) {
+    const VecF a(val[q]);
+    const float* wr = w + off[q] + col;
+    for (int v = 0; v < NV; ++v) acc[v] = vfma(a, loadu(wr + v * kWidth), acc[v]);
+  }
+  for (int v = 0; v < NV; ++v) storeu(acc_row + col + v * kWidth, acc[v]);
+}
+
+// Offset by offset over a block of output rows (as the dense path), so w[k] (Cin x CoutPad)
+// stays in L1 while the block's rows take their non-zero terms from it.
 void conv_rows_skip(const SparseConvParams& p, int64_t m0, int64_t m1) {
-  thread_local std::vector<float> acc;
-  acc.resize(size_t(p.CoutPad));
-  const int64_t nvec = p.CoutPad / kWidth;
-  for (int64_t m = m0; m < m1; ++m) {
-    for (int64_t v0 = 0; v0 < nvec; v0 += kMaxNV) {
-      const int64_t col = v0 * kWidth;
-      switch (std::min<int64_t>(kMaxNV, nvec - v0)) {
-        case 1: skip_chunk<1>(p, m, col, acc.data()); break;
+  thread_local std::vector<float> buf, val;
+  thread_local std::vector<int64_t> off;
+  const int64_t nvec = p.CoutPad / kWidth, ldw = p.CoutPad;
+  buf.resize(size_t(kBlock * ldw));
+  val.resize(size_t(p.Cin + 2 * kWidth));
+  off.resize(size_t(p.Cin + 2 * kWidth));
+  for (int64_t b0 = m0; b0 < m1; b0 += kBlock) {
+    const int64_t nb = std::min(kBlock, m1 - b0);
+    std::fill(buf.begin(), buf.begin() + nb * ldw, 0.f);
+    for (int64_t k = 0; k < p.K; ++k) {
+      const float* wk = p.w + k * p.Cin * ldw;
+      for (int64_t r = 0; r < nb; ++r) {
+        const int32_t i = p.nbmap[(b0 + r) * p.K + k];
+        if (i < 0) continue;
+        const int64_t n = compact_nonzero(p.x + int64_t(i) * p.Cin, p.Cin, 0, ldw, off.data(),
+                                          val.data(), 0);
+        if (n == 0) continue;
+        float* row = buf.data() + r * ldw;
+        for (int64_t v0 = 0; v0 < nvec; v0 += kMaxNV) {
+          const int64_t col = v0 * kWidth;
+          switch (std::min<int64_t>(kMaxNV, nvec - v0)) {
+            case 1: skip_chunk<1>(wk, off.data(), val.data(), n, col, row); break;
 #if !defined(SPIKEOPS_ISA_avx2)
-        case 3: skip_chunk<3>(p, m, col, acc.data()); break;
-        case 4: skip_chunk<4>(p, m, col, acc.data()); break;
+            case 3: skip_chunk<3>(wk, off.data(), val.data(), n, col, row); break;
+            case 4: skip_chunk<4>(wk, off.data(), val.data(), n, col, row); break;
 #endif
-        default: skip_chunk<2>(p, m, col, acc.data()); break;
+            default: skip_chunk<2>(wk, off.data(), val.data(), n, col, row); break;
+          }
+        }
       }
     }
-    write_row(p, m, acc.data());
+    for (int64_t r = 0; r < nb; ++r) write_row(p, b0 + r, buf.data() + r * ldw);
   }
 }
 
@@ -237,6 +283,35 @@ void wgrad(const SparseConvParams& p, const int32_t* pin, const int32_t* pout, i
                 size_t(p.Cout) * sizeof(float));
 }
 
+// Zero-skipping weight gradient: for each pair (in output-row order), each non-zero
+// x[in, c] with c in [c0, c1) adds x * g[out, :] to dw row c: the dense path's terms in the
+// same order (pairs ascending per element), without the zero ones.
+void wgrad_skip(const SparseConvParams& p, const int32_t* pin, const int32_t* pout, int64_t np,
+                int64_t k, int64_t c0, int64_t c1) {
+  const int64_t ldb = p.CoutPad, nvec = p.CoutPad / kWidth;
+  thread_local std::vector<float> buf;
+  buf.assign(size_t((c1 - c0) * ldb), 0.f);
+  for (int64_t q = 0; q < np; ++q) {
+    const float* xr = p.x + int64_t(pin[q]) * p.Cin;
+    const float* gr = p.g + int64_t(pout[q]) * ldb;
+    for (int64_t cb = c0; cb < c1; cb += kWidth) {
+      const int w = int(std::min<int64_t>(kWidth, c1 - cb));
+      uint32_t bits = nonzero_bits(xr + cb, w);
+      while (bits) {
+        const int64_t c = cb + __builtin_ctz(bits);
+        bits &= bits - 1;
+        const VecF a(xr[c]);
+        float* br = buf.data() + (c - c0) * ldb;
+        for (int64_t v = 0; v < nvec; ++v)
+          storeu(br + v * kWidth, vfma(a, loadu(gr + v * kWidth), loadu(br + v * kWidth)));
+      }
+    }
+  }
+  for (int64_t c = c0; c < c1; ++c)
+    std::memcpy(p.dw + (k * p.Cin + c) * p.Cout, buf.data() + (c - c0) * ldb,
+                size_t(p.Cout) * sizeof(float));
+}
+
 }  // namespace
 
 void sparse_conv_rows(const SparseConvParams& p, int64_t m0, int64_t m1) { conv_rows(p, m0, m1); }
@@ -246,6 +321,10 @@ void sparse_conv_rows_skip(const SparseConvParams& p, int64_t m0, int64_t m1) {
 void sparse_conv_wgrad(const SparseConvParams& p, const int32_t* pin, const int32_t* pout,
                        int64_t np, int64_t k, int64_t c0, int64_t c1) {
   wgrad(p, pin, pout, np, k, c0, c1);
+}
+void sparse_conv_wgrad_skip(const SparseConvParams& p, const int32_t* pin, const int32_t* pout,
+                            int64_t np, int64_t k, int64_t c0, int64_t c1) {
+  wgrad_skip(p, pin, pout, np, k, c0, c1);
 }
 
 }  // namespace SPIKEOPS_ISA

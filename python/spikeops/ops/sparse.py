@@ -197,13 +197,14 @@ if _native():
         return features.new_empty(nbmap.shape[0], weight.shape[0])
 
     @torch.library.register_fake("spikeops::sparse_conv_wgrad")
-    def _(grad_out, features, nbmap):
+    def _(grad_out, features, nbmap, spikes):
         return grad_out.new_empty(grad_out.shape[1], nbmap.shape[1], features.shape[1])
 
     def _conv_setup(ctx, inputs, output):
         features, nbmap, w3, bias, spikes = inputs
         ctx.save_for_backward(features, nbmap, w3)
         ctx.has_bias = bias is not None
+        ctx.spikes = spikes
 
     def _conv_backward(ctx, grad):
         features, nbmap, w3 = ctx.saved_tensors
@@ -214,7 +215,8 @@ if _native():
             gf = torch.ops.spikeops.sparse_conv_fwd.default(grad, inv, w3.permute(2, 1, 0),
                                                             None, 0)
         if ctx.needs_input_grad[2]:
-            gw = torch.ops.spikeops.sparse_conv_wgrad.default(grad, features, nbmap)
+            gw = torch.ops.spikeops.sparse_conv_wgrad.default(grad, features, nbmap,
+                                                               ctx.spikes)
         if ctx.has_bias and ctx.needs_input_grad[3]:
             gb = grad.float().sum(0).to(grad.dtype)
         return gf, None, gw, gb, None

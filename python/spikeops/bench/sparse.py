@@ -1,0 +1,144 @@
+"""Benchmark entries of spike sparse convolution (SubMConv3d), forward + backward.
+
+Shape ``(N, G, Cin, Cout, F)``: about N active voxels in a ``G^3`` grid, clustered like a
+LiDAR scan (a wavy ground surface over the whole grid plus a few spherical shells, one voxel
+per surface cell), Cin -> Cout channels, k = 3, and features either float (``F = 100``) or
+binary spikes firing ``F`` percent. The kernel map is built once (as with ``indice_key``)
+and excluded; each timed call runs the conv forward and backward (grads of features,
+weight, bias) against a fixed upstream gradient.
+
+Variants: spikeops (``ops.sparse_conv``, spike path chosen automatically); the reference:
+the gather -> mm -> index_add per kernel offset of ``spikeops.ref.sparse_conv.sparse_conv``
+on the same precomputed pairs (PyTorch autograd for the backward); the reference compiled.
+Peer: spconv (not installed here: its CPU path needs a matching cumm build).
+
+FLOPs: the effective ones, ``3 * 2 * pairs * Cin * Cout`` (forward, input gradient, weight
+gradient over the existing pairs only), whatever the firing rate: for spikes the sgemm
+fraction says how the zero-skipping path compares to dense arithmetic on the same pairs.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+from .registry import OpEntry, Prepared, Shape, register
+
+
+@functools.lru_cache(maxsize=4)
+def scene(n: int, grid: int, seed: int = 0) -> torch.Tensor:
+    """int32 ``[~n, 4]`` voxel sites (batch 0): a wavy ground surface plus spherical shells."""
+    g = torch.Generator().manual_seed(seed)
+    keys = []
+    # ground: z = a smooth random height field over the whole x-y grid (one voxel per cell)
+    xs, ys = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    xs, ys = xs.flatten(), ys.flatten()
+    ph = torch.rand(4, generator=g) * 6.28
+    z = (grid * 0.2 + 6 * torch.sin(xs / 17.0 + ph[0]) + 5 * torch.cos(ys / 23.0 + ph[1])
+         + 3 * torch.sin((xs + ys) / 11.0 + ph[2])).round().long().clamp(0, grid - 1)
+    keys.append((xs * grid + ys) * grid + z)
+    count = xs.numel()
+    # spherical shells (objects) until about n voxels
+    while count < n:
+        c = torch.rand(3, generator=g) * grid * 0.6 + grid * 0.2
+        r = float(torch.rand((), generator=g) * grid * 0.08 + grid * 0.04)
+        m = int(4 * math.pi * r * r * 1.5)
+        v = torch.randn(m, 3, generator=g)
+        p = (c + r * v / v.norm(dim=1, keepdim=True)).round().long().clamp(0, grid - 1)
+        keys.append((p[:, 0] * grid + p[:, 1]) * grid + p[:, 2])
+        count += int(4 * math.pi * r * r)
+    k = torch.unique(torch.cat(keys))
+    k = k[torch.randperm(k.numel(), generator=g)[:n]].sort().values
+    idx = torch.stack([torch.zeros_like(k), k // (grid * grid), (k // grid) % grid, k % grid], 1)
+    return idx.to(torch.int32)
+
+
+@functools.lru_cache(maxsize=4)
+def _map(n: int, grid: int):
+    from spikeops.ops import sparse as sc
+    idx = scene(n, grid)
+    _, _, nbmap = sc.conv_map(idx, (grid,) * 3, 1, 3, 1, 0, 1, True)
+    return idx, nbmap
+
+
+def _flops(shape: Shape, dtype: torch.dtype) -> int:
+    n, grid, cin, cout, _ = shape
+    _, nbmap = _map(n, grid)
+    pairs = int((nbmap >= 0).sum())
+    return 3 * 2 * pairs * cin * cout
+
+
+def _ref_conv(x, pairs, w3, b):
+    out = x.new_zeros(pairs[0][1].shape[0] if False else x.shape[0], w3.shape[0])
+    for k, (pin, pout) in enumerate(pairs):
+        if pin.numel():
+            out = out.index_add(0, pout, x.index_select(0, pin) @ w3[:, k, :].t())
+    return out + b
+
+
+def _build(shape: Shape, dtype: torch.dtype, device: torch.device,
+           compile_reference: bool) -> Prepared:
+    from spikeops.ops import sparse as sc
+
+    n, grid, cin, cout, fire = shape
+    prep = Prepared()
+    idx, nbmap = _map(n, grid)
+    gen = torch.Generator().manual_seed(1)
+    if fire >= 100:
+        x0 = torch.randn(idx.shape[0], cin, generator=gen)
+    else:
+        x0 = (torch.rand(idx.shape[0], cin, generator=gen) < fire / 100).float()
+    x0 = x0.to(dtype)
+    w0 = (torch.randn(cout, 3, 3, 3, cin, generator=gen) / math.sqrt(27 * cin)).to(dtype)
+    b0 = torch.zeros(cout, dtype=dtype)
+    grad = torch.randn(idx.shape[0], cout, generator=gen).to(dtype)
+    x, w, b = (t.clone().requires_grad_() for t in (x0, w0, b0))
+
+    def ours():
+        y = sc.sparse_conv(x, nbmap, w, b)
+        return torch.autograd.grad(y, (x, w, b), grad)
+
+    prep.fns["spikeops"] = ours
+    pairs = []
+    for pr in sc.nbmap_to_pairs(nbmap):
+        pairs.append((pr[:, 0].contiguous(), pr[:, 1].contiguous()))
+    w3 = w.reshape(cout, 27, cin)
+
+    def reference(fn=_ref_conv):
+        y = fn(x, pairs, w.reshape(cout, 27, cin), b)
+        return torch.autograd.grad(y, (x, w, b), grad)
+
+    prep.fns["reference"] = reference
+    if compile_reference:
+        torch._dynamo.reset()
+        compiled = torch.compile(_ref_conv, dynamic=False)
+        prep.fns["reference_compiled"] = functools.partial(reference, compiled)
+    else:
+        prep.unavailable["reference_compiled"] = (
+            "compile off (--no-compile, or --quick without --compile)")
+    try:
+        import spconv  # noqa: F401
+        prep.unavailable["peer"] = "spconv is importable but its entry is not written"
+    except Exception:
+        prep.unavailable["peer"] = ("spconv not installed (its CPU build needs a matching "
+                                    "cumm wheel; not available on this machine)")
+    del w3
+    nz = float((x0 != 0).float().mean())
+    prep.notes["spikeops"] = (f"{idx.shape[0]} voxels, {int((nbmap >= 0).sum())} pairs "
+                              f"({float((nbmap >= 0).sum()) / idx.shape[0]:.1f}/voxel), "
+                              f"{100 * nz:.0f}% non-zero features")
+    return prep
+
+
+register(OpEntry(
+    name="subm3d_k3_fp32", family="sparse", shape=(100000, 256, 64, 64, 100),
+    quick_shape=(20000, 128, 32, 32, 100), dtype=torch.float32, build=_build,
+    devices=("cpu",), flops=_flops,
+    description="SubMConv3d k=3 64->64, 100k clustered voxels in 256^3, fwd+bwd"))
+
+register(OpEntry(
+    name="subm3d_k3_spikes10_fp32", family="sparse", shape=(100000, 256, 64, 64, 10),
+    quick_shape=(20000, 128, 32, 32, 10), dtype=torch.float32, build=_build,
+    devices=("cpu",), flops=_flops,
+    description="SubMConv3d k=3 64->64 on 10%-firing binary spikes, fwd+bwd"))
