@@ -130,9 +130,11 @@ TORCH_LIBRARY(spikeops, m) {
   // out [M, Cout] = bias + sum_k features[nbmap[:, k]] @ weight[:, k, :]^T over existing
   // neighbours; weight [Cout, K, Cin] (spconv's [Cout, k..., Cin] flattened), fp32 / bf16 /
   // fp16 like features, fp32 accumulation. spikes: 0 dense GEMM, 1 skip zero entries of
-  // features (same bits for finite weights), -1 pick from the measured density.
+  // features (same bits for finite weights), -1 pick from the measured density. nbmap_t:
+  // the transposed table (sparse_map_transpose) when the caller has it cached; only the
+  // autograd formula uses it (the backward builds it otherwise).
   m.def("sparse_conv_fwd(Tensor features, Tensor nbmap, Tensor weight, Tensor? bias, "
-        "int spikes) -> Tensor");
+        "int spikes, Tensor? nbmap_t=None) -> Tensor");
   // Weight gradient [Cout, K, Cin] (grad_out's dtype) = sum_m grad_out[m]^T features[nbmap[m, k]];
   // spikes as in sparse_conv_fwd (skips the zero entries of features).
   m.def("sparse_conv_wgrad(Tensor grad_out, Tensor features, Tensor nbmap, int spikes) -> Tensor");

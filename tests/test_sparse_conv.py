@@ -85,6 +85,14 @@ def test_kernel_map_matches_ref(case):
 
 
 @native
+@pytest.mark.parametrize("k", [1, 3, 5, (3, 1, 5)])
+def test_subm_transpose_is_flip(k):
+    idx = random_indices((9, 8, 7), 2, 0.3)
+    _, _, nb = sc.conv_map(idx, (9, 8, 7), 2, k, 1, 0, 2, True)
+    assert torch.equal(sc.map_transpose(nb, idx.shape[0]), nb.flip(1))
+
+
+@native
 def test_kernel_map_threads_and_repeat_identical():
     idx = random_indices((30, 30, 30), 2, 0.1)
     before = torch.get_num_threads()
@@ -319,6 +327,8 @@ def test_opcheck():
     torch.library.opcheck(torch.ops.spikeops.sparse_map_transpose.default, (nb, idx.shape[0]))
     for spikes in (-1, 0, 1):
         torch.library.opcheck(torch.ops.spikeops.sparse_conv_fwd.default, (x, nb, w, b, spikes))
+    torch.library.opcheck(torch.ops.spikeops.sparse_conv_fwd.default,
+                          (x, nb, w, b, 0, sc.map_transpose(nb, idx.shape[0])))
     torch.library.opcheck(torch.ops.spikeops.sparse_conv_fwd.default, (x, nb, w, None, 0))
     g = torch.randn(idx.shape[0], 6)
     for spikes in (-1, 0, 1):
@@ -467,8 +477,22 @@ def test_layers_network_matches_ref_and_roundtrip():
                                   transposed=True, out_indices=idx, out_spatial_shape=shape)
     assert torch.equal(idx4, idx)
     torch.testing.assert_close(out.features, h4)
+    xd = x.double().requires_grad_()
+    out = net(st.replace_feature(xd))
     out.features.sum().backward()
     assert all(p.grad is not None for p in net.parameters())
+    # fp32 through the kernels (the layers hand the cached transposed maps to the input
+    # gradient) against the float64 torch path
+    net32 = net.float()
+    grads64 = [p.grad.clone() for p in net32.parameters()]
+    net32.zero_grad()
+    x32 = x.clone().requires_grad_()
+    out32 = net32(st.replace_feature(x32))
+    out32.features.sum().backward()
+    torch.testing.assert_close(out32.features.double(), h4, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(x32.grad.double(), xd.grad, rtol=1e-4, atol=1e-4)
+    for p, g64 in zip(net32.parameters(), grads64):
+        torch.testing.assert_close(p.grad, g64.float(), rtol=1e-4, atol=1e-3)
 
 
 @native

@@ -385,7 +385,8 @@ bool use_skip(const Tensor& x, int64_t spikes) {
 }
 
 Tensor sparse_conv_fwd(const Tensor& features, const Tensor& nbmap, const Tensor& weight,
-                       const c10::optional<Tensor>& bias, int64_t spikes) {
+                       const c10::optional<Tensor>& bias, int64_t spikes,
+                       const c10::optional<Tensor>& nbmap_t) {
   float_dtype(features, "features");
   float_dtype(weight, "weight");
   check_nbmap(nbmap, "nbmap");
@@ -404,6 +405,11 @@ Tensor sparse_conv_fwd(const Tensor& features, const Tensor& nbmap, const Tensor
     TORCH_CHECK_VALUE(t->device().is_cpu(), "sparse_conv_fwd: expected CPU tensors");
   const int64_t M = nbmap.size(0), K = nbmap.size(1), N = features.size(0);
   const int64_t Cin = weight.size(2), Cout = weight.size(0);
+  if (nbmap_t.has_value()) {
+    check_nbmap(*nbmap_t, "nbmap_t");
+    TORCH_CHECK_VALUE(nbmap_t->size(0) == N && nbmap_t->size(1) == K, "nbmap_t must be [N=", N,
+                      ", K=", K, "] (the transposed nbmap), got shape ", nbmap_t->sizes());
+  }
   Tensor b;
   if (bias.has_value()) {
     TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == Cout, "bias must be [Cout=", Cout,

@@ -289,22 +289,22 @@ void wgrad(const SparseConvParams& p, const int32_t* pin, const int32_t* pout, i
 void wgrad_skip(const SparseConvParams& p, const int32_t* pin, const int32_t* pout, int64_t np,
                 int64_t k, int64_t c0, int64_t c1) {
   const int64_t ldb = p.CoutPad, nvec = p.CoutPad / kWidth;
-  thread_local std::vector<float> buf;
+  thread_local std::vector<float> buf, val;
+  thread_local std::vector<int64_t> off;
   buf.assign(size_t((c1 - c0) * ldb), 0.f);
+  val.resize(size_t(c1 - c0 + 2 * kWidth));
+  off.resize(size_t(c1 - c0 + 2 * kWidth));
   for (int64_t q = 0; q < np; ++q) {
-    const float* xr = p.x + int64_t(pin[q]) * p.Cin;
+    // Branch-free list of the pair's non-zero channels (off = (c - c0) * ldb), then one
+    // predictable loop over it.
+    const int64_t n = compact_nonzero(p.x + int64_t(pin[q]) * p.Cin + c0, c1 - c0, 0, ldb,
+                                      off.data(), val.data(), 0);
     const float* gr = p.g + int64_t(pout[q]) * ldb;
-    for (int64_t cb = c0; cb < c1; cb += kWidth) {
-      const int w = int(std::min<int64_t>(kWidth, c1 - cb));
-      uint32_t bits = nonzero_bits(xr + cb, w);
-      while (bits) {
-        const int64_t c = cb + __builtin_ctz(bits);
-        bits &= bits - 1;
-        const VecF a(xr[c]);
-        float* br = buf.data() + (c - c0) * ldb;
-        for (int64_t v = 0; v < nvec; ++v)
-          storeu(br + v * kWidth, vfma(a, loadu(gr + v * kWidth), loadu(br + v * kWidth)));
-      }
+    for (int64_t t = 0; t < n; ++t) {
+      const VecF a(val[size_t(t)]);
+      float* br = buf.data() + off[size_t(t)];
+      for (int64_t v = 0; v < nvec; ++v)
+        storeu(br + v * kWidth, vfma(a, loadu(gr + v * kWidth), loadu(br + v * kWidth)));
     }
   }
   for (int64_t c = c0; c < c1; ++c)

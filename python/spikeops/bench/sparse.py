@@ -3,8 +3,8 @@
 Shape ``(N, G, Cin, Cout, F)``: about N active voxels in a ``G^3`` grid, clustered like a
 LiDAR scan (a wavy ground surface over the whole grid plus a few spherical shells, one voxel
 per surface cell), Cin -> Cout channels, k = 3, and features either float (``F = 100``) or
-binary spikes firing ``F`` percent. The kernel map is built once (as with ``indice_key``)
-and excluded; each timed call runs the conv forward and backward (grads of features,
+binary spikes firing ``F`` percent. The kernel map (and its transpose) is built once (as
+with ``indice_key``) and excluded; each timed call runs the conv forward and backward (grads of features,
 weight, bias) against a fixed upstream gradient.
 
 Variants: spikeops (``ops.sparse_conv``, spike path chosen automatically); the reference:
@@ -94,9 +94,10 @@ def _build(shape: Shape, dtype: torch.dtype, device: torch.device,
     b0 = torch.zeros(cout, dtype=dtype)
     grad = torch.randn(idx.shape[0], cout, generator=gen).to(dtype)
     x, w, b = (t.clone().requires_grad_() for t in (x0, w0, b0))
+    nbmap_t = nbmap.flip(1).contiguous()  # what SubMConv3d caches per indice_key
 
     def ours():
-        y = sc.sparse_conv(x, nbmap, w, b)
+        y = sc.sparse_conv(x, nbmap, w, b, None, nbmap_t)
         return torch.autograd.grad(y, (x, w, b), grad)
 
     prep.fns["spikeops"] = ours

@@ -112,7 +112,7 @@ class SparseConvolution(nn.Module):
         if not self.inverse:
             d = get_kernel_map(x, self.kernel_size, self.stride, self.padding, self.dilation,
                                self.subm, self.indice_key)
-            return d.out_indices, d.out_spatial_shape, d.nbmap
+            return d.out_indices, d.out_spatial_shape, d.nbmap, d.transposed
         data = x.indice_dict.get(self.indice_key)
         if data is None:
             raise ValueError(f"indice_key {self.indice_key!r}: no cached strided conv to invert")
@@ -125,11 +125,8 @@ class SparseConvolution(nn.Module):
         if data.out_indices is not x.indices and not torch.equal(data.out_indices, x.indices):
             raise ValueError(f"indice_key {self.indice_key!r}: the input is not at the sites "
                              f"that strided conv produced")
-        inv = x.indice_dict.get(("__inverse__", self.indice_key))
-        if inv is None:
-            inv = sc.map_transpose(data.nbmap, data.in_indices.shape[0])
-            x.indice_dict[("__inverse__", self.indice_key)] = inv
-        return data.in_indices, data.in_spatial_shape, inv
+        # the inverse conv runs on the transposed table; its own transpose is the forward map
+        return data.in_indices, data.in_spatial_shape, data.transposed(), lambda: data.nbmap
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         if not isinstance(x, SparseTensor):
@@ -139,12 +136,14 @@ class SparseConvolution(nn.Module):
         if x.features.shape[1] != self.in_channels:
             raise ValueError(f"features has {x.features.shape[1]} channels but the layer "
                              f"expects in_channels={self.in_channels}")
-        out_idx, out_shape, nbmap = self._map(x)
+        out_idx, out_shape, nbmap, transposed = self._map(x)
         w, b = self.weight, self.bias
         if w.dtype != x.features.dtype:
             w = w.to(x.features.dtype)
             b = None if b is None else b.to(x.features.dtype)
-        out = sc.sparse_conv(x.features, nbmap, w, b, self.spikes)
+        # the input gradient's table, cached per indice_key (only when a backward can run)
+        nbmap_t = transposed() if torch.is_grad_enabled() and x.features.requires_grad else None
+        out = sc.sparse_conv(x.features, nbmap, w, b, self.spikes, nbmap_t)
         return SparseTensor(out, out_idx, out_shape, x.batch_size, x.indice_dict, check=False)
 
 

@@ -139,7 +139,8 @@ def _check_conv(features, nbmap, w3, bias):
 
 
 def sparse_conv(features: torch.Tensor, nbmap: torch.Tensor, weight: torch.Tensor,
-                bias: torch.Tensor | None = None, spikes: bool | None = None) -> torch.Tensor:
+                bias: torch.Tensor | None = None, spikes: bool | None = None,
+                nbmap_t: torch.Tensor | None = None) -> torch.Tensor:
     """``out [M, Cout] = bias + sum_k features[nbmap[:, k]] @ weight_k^T``.
 
     Args:
@@ -155,6 +156,8 @@ def sparse_conv(features: torch.Tensor, nbmap: torch.Tensor, weight: torch.Tenso
             GEMM; ``None`` picks the skipping path when at most 1/4 of the entries are
             non-zero. Both give identical results for finite weights (same terms, same
             order, fp32 FMA each), so this is a speed choice only.
+        nbmap_t: ``map_transpose(nbmap, N)`` if cached (the input gradient runs on it; the
+            backward builds it when not given). Layers cache it per ``indice_key``.
 
     Returns:
         ``[M, Cout]`` in the dtype of ``features``; differentiable in features, weight, bias.
@@ -168,7 +171,7 @@ def sparse_conv(features: torch.Tensor, nbmap: torch.Tensor, weight: torch.Tenso
         if features.dtype != torch.float64:
             _check_conv(features, nbmap, w3, bias)
         return _torch_conv(features, nbmap, w3, bias)
-    return torch.ops.spikeops.sparse_conv_fwd.default(features, nbmap, w3, bias, code)
+    return torch.ops.spikeops.sparse_conv_fwd.default(features, nbmap, w3, bias, code, nbmap_t)
 
 
 # ---- fake implementations and autograd --------------------------------------------------
@@ -192,7 +195,7 @@ if _native():
         return nbmap.new_empty(num_in, nbmap.shape[1])
 
     @torch.library.register_fake("spikeops::sparse_conv_fwd")
-    def _(features, nbmap, weight, bias, spikes):
+    def _(features, nbmap, weight, bias, spikes, nbmap_t=None):
         _check_conv(features, nbmap, weight, bias)
         return features.new_empty(nbmap.shape[0], weight.shape[0])
 
@@ -201,25 +204,26 @@ if _native():
         return grad_out.new_empty(grad_out.shape[1], nbmap.shape[1], features.shape[1])
 
     def _conv_setup(ctx, inputs, output):
-        features, nbmap, w3, bias, spikes = inputs
-        ctx.save_for_backward(features, nbmap, w3)
+        features, nbmap, w3, bias, spikes, nbmap_t = inputs
+        ctx.save_for_backward(features, nbmap, w3, nbmap_t)
         ctx.has_bias = bias is not None
         ctx.spikes = spikes
 
     def _conv_backward(ctx, grad):
-        features, nbmap, w3 = ctx.saved_tensors
+        features, nbmap, w3, inv = ctx.saved_tensors
         grad = grad.contiguous()
         gf = gw = gb = None
         if ctx.needs_input_grad[0]:
-            inv = torch.ops.spikeops.sparse_map_transpose.default(nbmap, features.shape[0])
+            if inv is None:
+                inv = torch.ops.spikeops.sparse_map_transpose.default(nbmap, features.shape[0])
             gf = torch.ops.spikeops.sparse_conv_fwd.default(grad, inv, w3.permute(2, 1, 0),
-                                                            None, 0)
+                                                            None, 0, None)
         if ctx.needs_input_grad[2]:
             gw = torch.ops.spikeops.sparse_conv_wgrad.default(grad, features, nbmap,
                                                                ctx.spikes)
         if ctx.has_bias and ctx.needs_input_grad[3]:
             gb = grad.float().sum(0).to(grad.dtype)
-        return gf, None, gw, gb, None
+        return gf, None, gw, gb, None, None
 
     torch.library.register_autograd("spikeops::sparse_conv_fwd", _conv_backward,
                                     setup_context=_conv_setup)

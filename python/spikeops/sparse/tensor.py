@@ -26,6 +26,18 @@ class IndiceData:
     dilation: tuple
     subm: bool
 
+    nbmap_t: torch.Tensor | None = None  # [N, K] input-major, built on first use
+
+    def transposed(self) -> torch.Tensor:
+        """The input-major table (cached): for a submanifold map with odd kernel sizes it is
+        the map with its offsets reversed, otherwise :func:`map_transpose`."""
+        if self.nbmap_t is None:
+            if self.subm and all(k % 2 == 1 for k in self.kernel_size):
+                self.nbmap_t = self.nbmap.flip(1).contiguous()
+            else:
+                self.nbmap_t = sc.map_transpose(self.nbmap, self.in_indices.shape[0])
+        return self.nbmap_t
+
     def params(self):
         return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
                     dilation=self.dilation, subm=self.subm)
