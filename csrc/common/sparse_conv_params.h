@@ -34,6 +34,11 @@ struct SparseConvParams {
   const float* bias = nullptr;     // [Cout] fp32 or null
   DType out_dtype = DType::kFloat32;
   void* out = nullptr;             // [M, Cout] in out_dtype
+  // Zero-skipping kernels: the non-zero entries of x in CSR form, row i's entries are
+  // [csr_ptr[i], csr_ptr[i + 1]) in ascending channel order (channel csr_idx, value csr_val).
+  const int64_t* csr_ptr = nullptr;  // [N + 1]
+  const int32_t* csr_idx = nullptr;
+  const float* csr_val = nullptr;
   // Weight gradient: g [M, Cout] fp32; dw [K, Cin, Cout] fp32 (written by the tasks).
   const float* g = nullptr;
   float* dw = nullptr;

@@ -130,79 +130,27 @@ void conv_rows(const SparseConvParams& p, int64_t m0, int64_t m1) {
   }
 }
 
-// Bits of the non-zero lanes of x[c .. c + n).
-SPIKEOPS_INLINE uint32_t nonzero_bits(const float* x, int n) {
-  const VecF a = n == kWidth ? loadu(x) : load_partial(x, 0, DType::kFloat32, n);
-#if defined(SPIKEOPS_ISA_avx512)
-  return _mm512_cmp_ps_mask(a.v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
-#elif defined(SPIKEOPS_ISA_avx2)
-  return uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(a.v, _mm256_setzero_ps(), _CMP_NEQ_UQ)));
-#else
-  return a.v != 0.f ? 1u : 0u;
-#endif
-}
-
-// Appends the non-zero entries of x[0 .. cin) to (off, val): off = w row offset base + c * ldw.
-SPIKEOPS_INLINE int64_t compact_nonzero(const float* x, int64_t cin, int64_t base, int64_t ldw,
-                                        int64_t* off, float* val, int64_t n) {
-  for (int64_t c0 = 0; c0 < cin; c0 += kWidth) {
-    const int w = int(std::min<int64_t>(kWidth, cin - c0));
-#if defined(SPIKEOPS_ISA_avx512)
-    if (w == kWidth) {
-      const __m512 xv = _mm512_loadu_ps(x + c0);
-      const __mmask16 m = _mm512_cmp_ps_mask(xv, _mm512_setzero_ps(), _CMP_NEQ_UQ);
-      if (!m) continue;
-      // lane offsets base + (c0 + lane) * ldw as int64, compressed in two halves of 8
-      const __m512i lanes = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
-      const __m512i vb = _mm512_set1_epi64(base + c0 * ldw);
-      const __m512i vl = _mm512_set1_epi64(ldw);
-      const __m512i lo = _mm512_add_epi64(vb, _mm512_mullo_epi64(lanes, vl));
-      const __m512i hi = _mm512_add_epi64(lo, _mm512_set1_epi64(8 * ldw));
-      // Register compress + full store (the memory form of vpcompress is microcoded and
-      // slow on some CPUs); the buffers have kWidth entries of slack.
-      _mm512_storeu_si512(off + n, _mm512_maskz_compress_epi64(__mmask8(m & 0xff), lo));
-      const int nlo = __builtin_popcount(m & 0xffu);
-      _mm512_storeu_si512(off + n + nlo, _mm512_maskz_compress_epi64(__mmask8(m >> 8), hi));
-      _mm512_storeu_ps(val + n, _mm512_maskz_compress_ps(m, xv));
-      n += __builtin_popcount(m);
-      continue;
-    }
-#endif
-    uint32_t bits = nonzero_bits(x + c0, w);
-    while (bits) {
-      const int64_t c = c0 + __builtin_ctz(bits);
-      bits &= bits - 1;
-      off[n] = base + c * ldw;
-      val[n] = x[c];
-      ++n;
-    }
-  }
-  return n;
-}
-
-// acc (NV vectors from column col of acc_row) += sum_q val[q] * w[off[q] + col ...].
+// acc (NV vectors from column col of acc_row) += sum_q val[q] * w[idx[q] * ldw + col ...].
 template <int NV>
-SPIKEOPS_INLINE void skip_chunk(const float* w, const int64_t* off, const float* val, int64_t n,
-                                int64_t col, float* acc_row) {
+SPIKEOPS_INLINE void skip_chunk(const float* w, int64_t ldw, const int32_t* idx,
+                                const float* val, int64_t n, int64_t col, float* acc_row) {
   VecF acc[NV];
   for (int v = 0; v < NV; ++v) acc[v] = loadu(acc_row + col + v * kWidth);
   for (int64_t q = 0; q < n; ++q) {
     const VecF a(val[q]);
-    const float* wr = w + off[q] + col;
+    const float* wr = w + int64_t(idx[q]) * ldw + col;
     for (int v = 0; v < NV; ++v) acc[v] = vfma(a, loadu(wr + v * kWidth), acc[v]);
   }
   for (int v = 0; v < NV; ++v) storeu(acc_row + col + v * kWidth, acc[v]);
 }
 
 // Offset by offset over a block of output rows (as the dense path), so w[k] (Cin x CoutPad)
-// stays in L1 while the block's rows take their non-zero terms from it.
+// stays in L1 while the block's rows take the non-zero terms of their neighbours (read
+// from the CSR copy of x: ~8 bytes per non-zero instead of 4 * Cin bytes per row).
 void conv_rows_skip(const SparseConvParams& p, int64_t m0, int64_t m1) {
-  thread_local std::vector<float> buf, val;
-  thread_local std::vector<int64_t> off;
+  thread_local std::vector<float> buf;
   const int64_t nvec = p.CoutPad / kWidth, ldw = p.CoutPad;
   buf.resize(size_t(kBlock * ldw));
-  val.resize(size_t(p.Cin + 2 * kWidth));
-  off.resize(size_t(p.Cin + 2 * kWidth));
   for (int64_t b0 = m0; b0 < m1; b0 += kBlock) {
     const int64_t nb = std::min(kBlock, m1 - b0);
     std::fill(buf.begin(), buf.begin() + nb * ldw, 0.f);
@@ -211,19 +159,20 @@ void conv_rows_skip(const SparseConvParams& p, int64_t m0, int64_t m1) {
       for (int64_t r = 0; r < nb; ++r) {
         const int32_t i = p.nbmap[(b0 + r) * p.K + k];
         if (i < 0) continue;
-        const int64_t n = compact_nonzero(p.x + int64_t(i) * p.Cin, p.Cin, 0, ldw, off.data(),
-                                          val.data(), 0);
+        const int64_t s0 = p.csr_ptr[i], n = p.csr_ptr[i + 1] - s0;
         if (n == 0) continue;
+        const int32_t* idx = p.csr_idx + s0;
+        const float* val = p.csr_val + s0;
         float* row = buf.data() + r * ldw;
         for (int64_t v0 = 0; v0 < nvec; v0 += kMaxNV) {
           const int64_t col = v0 * kWidth;
           switch (std::min<int64_t>(kMaxNV, nvec - v0)) {
-            case 1: skip_chunk<1>(wk, off.data(), val.data(), n, col, row); break;
+            case 1: skip_chunk<1>(wk, ldw, idx, val, n, col, row); break;
 #if !defined(SPIKEOPS_ISA_avx2)
-            case 3: skip_chunk<3>(wk, off.data(), val.data(), n, col, row); break;
-            case 4: skip_chunk<4>(wk, off.data(), val.data(), n, col, row); break;
+            case 3: skip_chunk<3>(wk, ldw, idx, val, n, col, row); break;
+            case 4: skip_chunk<4>(wk, ldw, idx, val, n, col, row); break;
 #endif
-            default: skip_chunk<2>(wk, off.data(), val.data(), n, col, row); break;
+            default: skip_chunk<2>(wk, ldw, idx, val, n, col, row); break;
           }
         }
       }
@@ -289,20 +238,16 @@ void wgrad(const SparseConvParams& p, const int32_t* pin, const int32_t* pout, i
 void wgrad_skip(const SparseConvParams& p, const int32_t* pin, const int32_t* pout, int64_t np,
                 int64_t k, int64_t c0, int64_t c1) {
   const int64_t ldb = p.CoutPad, nvec = p.CoutPad / kWidth;
-  thread_local std::vector<float> buf, val;
-  thread_local std::vector<int64_t> off;
+  thread_local std::vector<float> buf;
   buf.assign(size_t((c1 - c0) * ldb), 0.f);
-  val.resize(size_t(c1 - c0 + 2 * kWidth));
-  off.resize(size_t(c1 - c0 + 2 * kWidth));
   for (int64_t q = 0; q < np; ++q) {
-    // Branch-free list of the pair's non-zero channels (off = (c - c0) * ldb), then one
-    // predictable loop over it.
-    const int64_t n = compact_nonzero(p.x + int64_t(pin[q]) * p.Cin + c0, c1 - c0, 0, ldb,
-                                      off.data(), val.data(), 0);
+    const int64_t i = pin[q];
     const float* gr = p.g + int64_t(pout[q]) * ldb;
-    for (int64_t t = 0; t < n; ++t) {
-      const VecF a(val[size_t(t)]);
-      float* br = buf.data() + off[size_t(t)];
+    for (int64_t e = p.csr_ptr[i]; e < p.csr_ptr[i + 1]; ++e) {
+      const int64_t c = p.csr_idx[e];
+      if (c < c0 || c >= c1) continue;
+      const VecF a(p.csr_val[e]);
+      float* br = buf.data() + (c - c0) * ldb;
       for (int64_t v = 0; v < nvec; ++v)
         storeu(br + v * kWidth, vfma(a, loadu(gr + v * kWidth), loadu(br + v * kWidth)));
     }
