@@ -1,11 +1,12 @@
 """Benchmark entries of spike sparse convolution (SubMConv3d), forward + backward.
 
-Shape ``(N, G, Cin, Cout, F)``: about N active voxels in a ``G^3`` grid, clustered like a
+Shape ``(N, G, Cin, Cout, F, bwd)``: about N active voxels in a ``G^3`` grid, clustered like a
 LiDAR scan (a wavy ground surface over the whole grid plus a few spherical shells, one voxel
 per surface cell), Cin -> Cout channels, k = 3, and features either float (``F = 100``) or
 binary spikes firing ``F`` percent. The kernel map (and its transpose) is built once (as
-with ``indice_key``) and excluded; each timed call runs the conv forward and backward (grads of features,
-weight, bias) against a fixed upstream gradient.
+with ``indice_key``) and excluded; with ``bwd = 1`` each timed call runs the conv forward and backward (grads
+of features, weight, bias) against a fixed upstream gradient, with ``bwd = 0`` the forward
+only (inference, no autograd).
 
 Variants: spikeops (``ops.sparse_conv``, spike path chosen automatically); the reference:
 the gather -> mm -> index_add per kernel offset of ``spikeops.ref.sparse_conv.sparse_conv``
@@ -13,7 +14,7 @@ on the same precomputed pairs (PyTorch autograd for the backward); the reference
 Peer: spconv (not installed here: its CPU path needs a matching cumm build).
 
 FLOPs: the effective ones, ``3 * 2 * pairs * Cin * Cout`` (forward, input gradient, weight
-gradient over the existing pairs only), whatever the firing rate: for spikes the sgemm
+gradient over the existing pairs only; ``2 * pairs * Cin * Cout`` forward only), whatever the firing rate: for spikes the sgemm
 fraction says how the zero-skipping path compares to dense arithmetic on the same pairs.
 """
 from __future__ import annotations
@@ -63,10 +64,10 @@ def _map(n: int, grid: int):
 
 
 def _flops(shape: Shape, dtype: torch.dtype) -> int:
-    n, grid, cin, cout, _ = shape
+    n, grid, cin, cout, _, bwd = shape
     _, nbmap = _map(n, grid)
     pairs = int((nbmap >= 0).sum())
-    return 3 * 2 * pairs * cin * cout
+    return (3 if bwd else 1) * 2 * pairs * cin * cout
 
 
 def _ref_conv(x, pairs, w3, b):
@@ -81,7 +82,7 @@ def _build(shape: Shape, dtype: torch.dtype, device: torch.device,
            compile_reference: bool) -> Prepared:
     from spikeops.ops import sparse as sc
 
-    n, grid, cin, cout, fire = shape
+    n, grid, cin, cout, fire, bwd = shape
     prep = Prepared()
     idx, nbmap = _map(n, grid)
     gen = torch.Generator().manual_seed(1)
@@ -97,6 +98,9 @@ def _build(shape: Shape, dtype: torch.dtype, device: torch.device,
     nbmap_t = nbmap.flip(1).contiguous()  # what SubMConv3d caches per indice_key
 
     def ours():
+        if not bwd:
+            with torch.no_grad():
+                return sc.sparse_conv(x0, nbmap, w0, b0)
         y = sc.sparse_conv(x, nbmap, w, b, None, nbmap_t)
         return torch.autograd.grad(y, (x, w, b), grad)
 
@@ -107,6 +111,9 @@ def _build(shape: Shape, dtype: torch.dtype, device: torch.device,
     w3 = w.reshape(cout, 27, cin)
 
     def reference(fn=_ref_conv):
+        if not bwd:
+            with torch.no_grad():
+                return fn(x0, pairs, w0.reshape(cout, 27, cin), b0)
         y = fn(x, pairs, w.reshape(cout, 27, cin), b)
         return torch.autograd.grad(y, (x, w, b), grad)
 
@@ -133,13 +140,25 @@ def _build(shape: Shape, dtype: torch.dtype, device: torch.device,
 
 
 register(OpEntry(
-    name="subm3d_k3_fp32", family="sparse", shape=(100000, 256, 64, 64, 100),
-    quick_shape=(20000, 128, 32, 32, 100), dtype=torch.float32, build=_build,
+    name="subm3d_k3_fp32", family="sparse", shape=(100000, 256, 64, 64, 100, 1),
+    quick_shape=(20000, 128, 32, 32, 100, 1), dtype=torch.float32, build=_build,
     devices=("cpu",), flops=_flops,
     description="SubMConv3d k=3 64->64, 100k clustered voxels in 256^3, fwd+bwd"))
 
 register(OpEntry(
-    name="subm3d_k3_spikes10_fp32", family="sparse", shape=(100000, 256, 64, 64, 10),
-    quick_shape=(20000, 128, 32, 32, 10), dtype=torch.float32, build=_build,
+    name="subm3d_k3_spikes10_fp32", family="sparse", shape=(100000, 256, 64, 64, 10, 1),
+    quick_shape=(20000, 128, 32, 32, 10, 1), dtype=torch.float32, build=_build,
     devices=("cpu",), flops=_flops,
     description="SubMConv3d k=3 64->64 on 10%-firing binary spikes, fwd+bwd"))
+
+register(OpEntry(
+    name="subm3d_k3_fwd_fp32", family="sparse", shape=(100000, 256, 64, 64, 100, 0),
+    quick_shape=(20000, 128, 32, 32, 100, 0), dtype=torch.float32, build=_build,
+    devices=("cpu",), flops=_flops,
+    description="SubMConv3d k=3 64->64, 100k clustered voxels in 256^3, forward (inference)"))
+
+register(OpEntry(
+    name="subm3d_k3_fwd_spikes10_fp32", family="sparse", shape=(100000, 256, 64, 64, 10, 0),
+    quick_shape=(20000, 128, 32, 32, 10, 0), dtype=torch.float32, build=_build,
+    devices=("cpu",), flops=_flops,
+    description="SubMConv3d k=3 64->64 on 10%-firing binary spikes, forward (inference)"))
