@@ -3,6 +3,8 @@ sparse layers) against the pure-PyTorch reference (spikeops.ref.sparse_conv, flo
 dense torch convolutions at the active sites."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -142,7 +144,7 @@ def run_conv(features, idx, shape, bs, weight, bias, s, p, d, subm, spikes=None)
 
 @native
 @pytest.mark.parametrize("case", CONV_CASES)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_conv_forward_backward_matches_ref(cpu_isa, case, dtype):
     ndim, k, s, p, d, subm, cin, cout = case
     shape = SHAPES[ndim]
@@ -150,7 +152,7 @@ def test_conv_forward_backward_matches_ref(cpu_isa, case, dtype):
     idx = random_indices(shape, 2)
     n = idx.shape[0]
     x = torch.randn(n, cin).to(dtype)
-    w = (torch.randn(cout, *k, cin) / (cin * len(k)) ** 0.5).to(dtype)
+    w = (torch.randn(cout, *k, cin) / (cin * math.prod(k)) ** 0.5).to(dtype)
     b = torch.randn(cout).to(dtype)
     g = torch.randn(1, cout)  # broadcast later to the output rows
     # float64 reference on the same (rounded) inputs
