@@ -30,6 +30,7 @@
 
 #include "common/sparse_conv_params.h"
 #include "cpu/dispatch.h"
+#include "cpu/output_pool.h"
 #include "ops/common.h"
 
 namespace spikeops {
@@ -456,7 +457,9 @@ Tensor sparse_conv_fwd(const Tensor& features, const Tensor& nbmap, const Tensor
                      bias->scalar_type(), " differs from features' ", features.scalar_type());
     b = as_f32(*bias);
   }
-  Tensor out = at::empty({M, Cout}, features.options());
+  // Pooled: a fresh 25 MB output costs more in first-touch page faults than a fifth of
+  // the convolution here (DESIGN.md, "fresh memory is expensive").
+  Tensor out = cpu::pooled_empty({M, Cout}, features.options());
   if (poison_outputs() && out.numel() > 0) out.fill_(std::numeric_limits<float>::quiet_NaN());
   if (out.numel() == 0) return out;
   const Tensor nc = nbmap.contiguous();
