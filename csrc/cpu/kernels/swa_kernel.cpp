@@ -70,8 +70,9 @@ SPIKEOPS_INLINE float hsum(VecF a) {
   return s;
 }
 
-// C[r, :NV*kWidth] (+)= A[r, :K] B[:K, :NV*kWidth] for MR rows.
-template <int MR, int NV>
+// C[r, :NV*kWidth] (+)= A[r, :K] B[:K, :NV*kWidth] for MR rows; TA: A is stored
+// transposed (element (r, k) at A[k * lda + r]).
+template <int MR, int NV, bool TA>
 SPIKEOPS_INLINE void gemm_block(int64_t K, const float* A, int64_t lda, const float* B,
                                 int64_t ldb, float* C, int64_t ldc, bool acc) {
   VecF c[MR][NV];
@@ -85,7 +86,7 @@ SPIKEOPS_INLINE void gemm_block(int64_t K, const float* A, int64_t lda, const fl
     for (int v = 0; v < NV; ++v) b[v] = loadu(B + k * ldb + v * kWidth);
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
-      const VecF a(A[r * lda + k]);
+      const VecF a(TA ? A[k * lda + r] : A[r * lda + k]);
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) c[r][v] = vfma(a, b[v], c[r][v]);
     }
@@ -96,29 +97,33 @@ SPIKEOPS_INLINE void gemm_block(int64_t K, const float* A, int64_t lda, const fl
     for (int v = 0; v < NV; ++v) storeu(C + r * ldc + v * kWidth, c[r][v]);
 }
 
-template <int MR>
+template <int MR, bool TA>
 SPIKEOPS_INLINE void gemm_rows(int nv, int64_t K, const float* A, int64_t lda, const float* B,
                                int64_t ldb, float* C, int64_t ldc, bool acc) {
   if (nv == kNV) {
-    gemm_block<MR, kNV>(K, A, lda, B, ldb, C, ldc, acc);
+    gemm_block<MR, kNV, TA>(K, A, lda, B, ldb, C, ldc, acc);
   } else if (nv == 1) {
-    gemm_block<MR, 1>(K, A, lda, B, ldb, C, ldc, acc);
+    gemm_block<MR, 1, TA>(K, A, lda, B, ldb, C, ldc, acc);
   } else if constexpr (kNV > 2) {
-    if (nv == 2) gemm_block<MR, 2>(K, A, lda, B, ldb, C, ldc, acc);
-    else gemm_block<MR, 3>(K, A, lda, B, ldb, C, ldc, acc);
+    if (nv == 2) gemm_block<MR, 2, TA>(K, A, lda, B, ldb, C, ldc, acc);
+    else gemm_block<MR, 3, TA>(K, A, lda, B, ldb, C, ldc, acc);
   }
 }
 
-// C[M, N] (+)= A[M, K] B[K, N], row-major fp32, N a multiple of kWidth.
+// C[M, N] (+)= A[M, K] B[K, N], row-major fp32 (A transposed, [K, M], when TA), N a
+// multiple of kWidth. Each C element is one FMA chain over k = 0..K-1 in order, so a
+// product and the same product of transposed operands give identical bits.
+template <bool TA = false>
 void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
           int64_t ldb, float* C, int64_t ldc, bool acc) {
+  const int64_t arow = TA ? 1 : lda;
   for (int64_t n0 = 0; n0 < N; n0 += kNV * kWidth) {
     const int nv = int(std::min<int64_t>(kNV, (N - n0) / kWidth));
     int64_t m = 0;
     for (; m + kMR <= M; m += kMR)
-      gemm_rows<kMR>(nv, K, A + m * lda, lda, B + n0, ldb, C + m * ldc + n0, ldc, acc);
+      gemm_rows<kMR, TA>(nv, K, A + m * arow, lda, B + n0, ldb, C + m * ldc + n0, ldc, acc);
     for (; m < M; ++m)
-      gemm_rows<1>(nv, K, A + m * lda, lda, B + n0, ldb, C + m * ldc + n0, ldc, acc);
+      gemm_rows<1, TA>(nv, K, A + m * arow, lda, B + n0, ldb, C + m * ldc + n0, ldc, acc);
   }
 }
 
@@ -171,11 +176,19 @@ struct Geometry {
         qk_base((b * p.T * p.H + h) * p.D), v_base((b * p.T * p.H + h) * p.Dv) {}
 };
 
-// Per-thread scratch, grown on demand (never shrinks).
-float* scratch(int64_t n) {
-  thread_local std::vector<float> buf;
-  if (int64_t(buf.size()) < n) buf.resize(size_t(n));
-  return buf.data();
+// Per-thread scratch, grown on demand (never shrinks); slot 1 holds a whole head's dq
+// accumulator while slot 0 serves the tiles.
+float* scratch(int64_t n, int slot = 0) {
+  thread_local std::vector<float> buf[2];
+  if (int64_t(buf[slot].size()) < n) buf[slot].resize(size_t(n));
+  return buf[slot].data();
+}
+
+// dO[t] . o[t] from fp32 rows padded to Dvp (the same arithmetic in every caller).
+SPIKEOPS_INLINE float row_dot(const float* a, const float* b, int64_t n) {
+  VecF acc(0.f);
+  for (int64_t c = 0; c < n; c += kWidth) acc = vfma(loadu(a + c), loadu(b + c), acc);
+  return hsum(acc);
 }
 
 // The valid key range of query t within the key tile [k0, k0 + nk), as tile columns
@@ -283,10 +296,7 @@ void swa_dq_tile(const SWAParams& p, int64_t bh, int64_t q0) {
   load_rows(dO, g.Dvp, p.grad_o, p.dtype, g.v_base + q0 * g.v_stride, g.v_stride, nq, nq, g.Dv);
   for (int64_t i = 0; i < nq; ++i) {
     load_rows(orow, g.Dvp, p.o, p.dtype, g.v_base + (q0 + i) * g.v_stride, 0, 1, 1, g.Dv);
-    VecF acc(0.f);
-    for (int64_t c = 0; c < g.Dvp; c += kWidth)
-      acc = vfma(loadu(dO + i * g.Dvp + c), loadu(orow + c), acc);
-    float d = hsum(acc);
+    float d = row_dot(dO + i * g.Dvp, orow, g.Dvp);
     if (p.grad_lse != nullptr) d -= p.grad_lse[bh * g.T + q0 + i];
     delta[i] = d;
     p.delta[bh * g.T + q0 + i] = d;
@@ -320,9 +330,10 @@ void swa_dq_tile(const SWAParams& p, int64_t bh, int64_t q0) {
     store_row(p.dq, p.dtype, g.qk_base + (q0 + i) * g.qk_stride, dQ + i * g.Dp, g.D, p.scale);
 }
 
-// Key rows [k0, k0 + kTile) of head bh: dk and dv (reads the delta the dq pass wrote).
-void swa_dkdv_tile(const SWAParams& p, int64_t bh, int64_t k0) {
-  const Geometry g(p, bh);
+// Key rows [k0, k0 + kTile) of head bh: dk and dv (reads p.delta). With dQ (the head's
+// fp32 [T, Dp] dq accumulator) it also adds this key tile's dS k terms to dQ: called for
+// k0 ascending, that is the order swa_dq_tile sums them in, so the bits are the same.
+void dkdv_tile(const SWAParams& p, const Geometry& g, int64_t bh, int64_t k0, float* dQ) {
   const int64_t nk = std::min(kTile, g.T - k0);
   const int64_t Dmax = std::max(g.Dp, g.Dvp);
   float* Kr = scratch(kTile * g.Dp + kTile * g.Dvp + g.Dp * kTile + g.Dvp * kTile +
@@ -379,11 +390,38 @@ void swa_dkdv_tile(const SWAParams& p, int64_t bh, int64_t k0) {
     }
     gemm(nk, g.Dvp, nq, ST, kTile, dOr, g.Dvp, dV, g.Dvp, true);
     gemm(nk, g.Dp, nq, dPT, kTile, Qr, g.Dp, dK, g.Dp, true);
+    if (dQ != nullptr)  // dQ[q0 + i] += sum_j dS^T[j, i] k[k0 + j]
+      gemm<true>(nq, g.Dp, nk, dPT, kTile, Kr, g.Dp, dQ + q0 * g.Dp, g.Dp, true);
   }
   for (int64_t j = 0; j < nk; ++j) {
     store_row(p.dk, p.dtype, g.qk_base + (k0 + j) * g.qk_stride, dK + j * g.Dp, g.D, p.scale);
     store_row(p.dv, p.dtype, g.v_base + (k0 + j) * g.v_stride, dV + j * g.Dvp, g.Dv, 1.f);
   }
+}
+
+void swa_dkdv_tile(const SWAParams& p, int64_t bh, int64_t k0) {
+  dkdv_tile(p, Geometry(p, bh), bh, k0, nullptr);
+}
+
+// The whole backward of head bh in one key-major sweep (5 tile products instead of the
+// two passes' 7): delta of every row, then per key tile dk, dv and the dq terms, dq
+// accumulated for the whole head in fp32. Bit-identical to swa_dq_tile + swa_dkdv_tile.
+void swa_backward_head(const SWAParams& p, int64_t bh) {
+  const Geometry g(p, bh);
+  float* dQ = scratch(g.T * g.Dp + 2 * g.Dvp, 1);
+  float* dorow = dQ + g.T * g.Dp;
+  float* orow = dorow + g.Dvp;
+  for (int64_t t = 0; t < g.T; ++t) {
+    load_rows(dorow, g.Dvp, p.grad_o, p.dtype, g.v_base + t * g.v_stride, 0, 1, 1, g.Dv);
+    load_rows(orow, g.Dvp, p.o, p.dtype, g.v_base + t * g.v_stride, 0, 1, 1, g.Dv);
+    float d = row_dot(dorow, orow, g.Dvp);
+    if (p.grad_lse != nullptr) d -= p.grad_lse[bh * g.T + t];
+    p.delta[bh * g.T + t] = d;
+  }
+  for (int64_t c = 0; c < g.T * g.Dp; ++c) dQ[c] = 0.f;
+  for (int64_t k0 = 0; k0 < g.T; k0 += kTile) dkdv_tile(p, g, bh, k0, dQ);
+  for (int64_t t = 0; t < g.T; ++t)
+    store_row(p.dq, p.dtype, g.qk_base + t * g.qk_stride, dQ + t * g.Dp, g.D, p.scale);
 }
 
 }  // namespace SPIKEOPS_ISA
