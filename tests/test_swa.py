@@ -235,20 +235,21 @@ def test_backward_deterministic_across_threads():
 
 @native
 def test_backward_schemes_bit_identical(cpu_isa):
-    # With >= 2 heads per thread the CPU backward sweeps each head once (dq summed per
-    # head), with fewer it runs a query-tile pass and a key-tile pass: the same sums in the
-    # same order, so one head's gradients must not depend on how many heads come with it.
+    # With >= 2 heads per thread the CPU tasks own whole heads (forward: k, v converted
+    # once; backward: one key-major sweep, dq summed per head), with fewer they own tiles
+    # (backward: a query-tile pass and a key-tile pass): the same sums in the same order,
+    # so one head's results must not depend on how many heads come with it.
     q, k, v = inputs(1, 200, 6, 24, 20)
     g = torch.randn(1, 200, 6, 20)
     fn = lambda a, b, c: sliding_window_attn(a, b, c, 90)  # noqa: E731
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        _, full = grads(fn, (q, k, v), g)                     # 6 heads: per-head sweep
+        out, full = grads(fn, (q, k, v), g)                   # 6 heads: per-head tasks
         for h in (0, 5):
             sl = slice(h, h + 1)
-            _, one = grads(fn, (q[:, :, sl], k[:, :, sl], v[:, :, sl]), g[:, :, sl])  # 2 passes
-            for a, b in zip(full, one):
+            o1, one = grads(fn, (q[:, :, sl], k[:, :, sl], v[:, :, sl]), g[:, :, sl])  # tiles
+            for a, b in zip([out] + full, [o1] + one):
                 assert torch.equal(a[:, :, sl], b)
     finally:
         torch.set_num_threads(before)
