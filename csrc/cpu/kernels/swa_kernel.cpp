@@ -207,33 +207,39 @@ namespace {
 
 // fp32 copies of one head's operands, made once per head when a task owns a whole head
 // (instead of converting / transposing every tile each time a window visits it).
-// Column-major copies are [Dp or Dvp rows, Tp columns], columns T..Tp zero.
+// Transposed copies are stored tile by tile: tile b is a [rows, kTile] block at
+// b * rows * kTile (rows = Dp or Dvp), so a tile's rows are contiguous as in the tile
+// buffers (a [rows, T] layout would put them 4 * T bytes apart: cache-set conflicts);
+// columns T..Tp are zero.
 struct HeadCache {
-  int64_t Tp = 0;
-  const float* Kt = nullptr;   // forward: k transposed
+  const float* Kt = nullptr;   // forward: k transposed, blocks [Dp, kTile]
   const float* V = nullptr;    // forward: v rows [T, Dvp]
-  const float* Qt = nullptr;   // backward: q transposed
-  const float* dOt = nullptr;  // backward: grad_o transposed
+  const float* Qt = nullptr;   // backward: q transposed, blocks [Dp, kTile]
+  const float* dOt = nullptr;  // backward: grad_o transposed, blocks [Dvp, kTile]
   const float* Qr = nullptr;   // backward: q rows [T, Dp]
   const float* dOr = nullptr;  // backward: grad_o rows [T, Dvp]
   const float* lse = nullptr;  // backward: [Tp], zero padded
   const float* delta = nullptr;
 };
 
-// x rows [0, T) of head g into fp32: dst_rows [T, ld] (if not null) and dst_cols
-// [ld_cols >= T columns] x n rows (if not null), zero padded to Tp columns.
+// x rows [0, T) of head g into fp32: dst_rows [T, ld] (if not null) and the transposed,
+// tile-blocked dst_cols (blocks [ld, kTile], if not null), zero padded to Tp columns.
 void load_head(const void* base, DType dt, int64_t off0, int64_t stride, int64_t T,
                int64_t n, int64_t ld, float* dst_rows, float* dst_cols, int64_t Tp,
                float* tmp) {
   for (int64_t t = 0; t < T; ++t) {
     float* row = dst_rows != nullptr ? dst_rows + t * ld : tmp;
     load_rows(row, ld, base, dt, off0 + t * stride, 0, 1, 1, n);
-    if (dst_cols != nullptr)
-      for (int64_t c = 0; c < n; ++c) dst_cols[c * Tp + t] = row[c];
+    if (dst_cols != nullptr) {
+      float* blk = dst_cols + (t / kTile) * ld * kTile + t % kTile;
+      for (int64_t c = 0; c < n; ++c) blk[c * kTile] = row[c];
+    }
   }
   if (dst_cols != nullptr)
-    for (int64_t c = 0; c < n; ++c)
-      for (int64_t t = T; t < Tp; ++t) dst_cols[c * Tp + t] = 0.f;
+    for (int64_t t = T; t < Tp; ++t) {
+      float* blk = dst_cols + (t / kTile) * ld * kTile + t % kTile;
+      for (int64_t c = 0; c < n; ++c) blk[c * kTile] = 0.f;
+    }
 }
 
 // Forward of query rows [q0, q0 + kTile) of head g: o and lse. Keys come from `hc` when
@@ -265,8 +271,8 @@ void forward_rows(const SWAParams& p, const Geometry& g, int64_t bh, int64_t q0,
     const float *Kt, *V;
     int64_t ldk;
     if (hc != nullptr) {
-      Kt = hc->Kt + k0;
-      ldk = hc->Tp;
+      Kt = hc->Kt + k0 * g.Dp;  // block k0 / kTile of [Dp, kTile]
+      ldk = kTile;
       V = hc->V + k0 * g.Dvp;
     } else {
       load_cols(Ktb, p.k, p.dtype, g.qk_base + k0 * g.qk_stride, g.qk_stride, nk, g.D, tmp);
@@ -362,9 +368,9 @@ void dkdv_rows(const SWAParams& p, const Geometry& g, int64_t bh, int64_t k0, fl
     const float *Qt, *dOt, *Qr, *dOr, *lse, *delta;
     int64_t ldt;
     if (hc != nullptr) {
-      ldt = hc->Tp;
-      Qt = hc->Qt + q0;
-      dOt = hc->dOt + q0;
+      ldt = kTile;
+      Qt = hc->Qt + q0 * g.Dp;  // block q0 / kTile of [Dp, kTile]
+      dOt = hc->dOt + q0 * g.Dvp;
       Qr = hc->Qr + q0 * g.Dp;
       dOr = hc->dOr + q0 * g.Dvp;
       lse = hc->lse + q0;
@@ -443,7 +449,6 @@ void swa_forward_head(const SWAParams& p, int64_t bh) {
   load_head(p.k, p.dtype, g.qk_base, g.qk_stride, g.T, g.D, g.Dp, nullptr, Kt, Tp, tmp);
   load_head(p.v, p.dtype, g.v_base, g.v_stride, g.T, g.Dv, g.Dvp, V, nullptr, Tp, tmp);
   HeadCache hc;
-  hc.Tp = Tp;
   hc.Kt = Kt;
   hc.V = V;
   for (int64_t q0 = 0; q0 < g.T; q0 += kTile) forward_rows(p, g, bh, q0, &hc);
@@ -544,7 +549,6 @@ void swa_backward_head(const SWAParams& p, int64_t bh) {
   }
   for (int64_t c = 0; c < g.T * g.Dp; ++c) dQ[c] = 0.f;
   HeadCache hc;
-  hc.Tp = Tp;
   hc.Qt = Qt;
   hc.dOt = dOt;
   hc.Qr = Qr;
