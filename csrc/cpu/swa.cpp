@@ -20,9 +20,13 @@
 namespace spikeops {
 namespace {
 
-// At least 2 heads per thread: tasks own whole heads (operands converted once per head).
+// At least 2 heads per thread: tasks own whole heads (operands converted once per head),
+// unless a head is so long that its fp32 copies (~ 4 T (3 D + 2 Dv) bytes, kept per thread
+// for reuse) would pass ~24 MiB: then tiles, whose scratch does not grow with T. Both
+// schemes give the same bits.
 bool per_head(const SWAParams& p) {
-  return p.B * p.H >= 2 * std::max<int64_t>(1, at::get_num_threads());
+  return p.B * p.H >= 2 * std::max<int64_t>(1, at::get_num_threads()) &&
+         p.T * (p.D + p.Dv) <= (int64_t(1) << 21);
 }
 
 void cpu_swa_forward(const SWAParams& p) {
