@@ -136,6 +136,12 @@ def test_forward_matches_full_causal_attention():
 
 
 @native
+def test_huge_window_is_full_causal(cpu_isa):
+    q, k, v = inputs(1, 70, 2, 8, 8)
+    assert torch.equal(sliding_window_attn(q, k, v, 2 ** 40), sliding_window_attn(q, k, v, 70))
+
+
+@native
 def test_empty_and_zero_dims():
     for B, T, H in [(0, 5, 2), (2, 0, 2), (2, 5, 0)]:
         q, k, v = inputs(B, T, H, 8, 6)
