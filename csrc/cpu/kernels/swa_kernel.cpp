@@ -68,18 +68,28 @@ SPIKEOPS_INLINE VecF iota() {
   return loadu(k);
 }
 SPIKEOPS_INLINE float hmax(VecF a) {
-  alignas(64) float t[kWidth];
-  storeu(t, a);
-  float m = t[0];
-  for (int i = 1; i < kWidth; ++i) m = std::max(m, t[i]);
-  return m;
+#if defined(SPIKEOPS_ISA_avx512)
+  return _mm512_reduce_max_ps(a.v);
+#elif defined(SPIKEOPS_ISA_avx2)
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(a.v), _mm256_extractf128_ps(a.v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+#else
+  return a.v;
+#endif
 }
 SPIKEOPS_INLINE float hsum(VecF a) {
-  alignas(64) float t[kWidth];
-  storeu(t, a);
-  float s = 0.f;
-  for (int i = 0; i < kWidth; ++i) s += t[i];
-  return s;
+#if defined(SPIKEOPS_ISA_avx512)
+  return _mm512_reduce_add_ps(a.v);
+#elif defined(SPIKEOPS_ISA_avx2)
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(a.v), _mm256_extractf128_ps(a.v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+#else
+  return a.v;
+#endif
 }
 
 // C[r, :NV*kWidth] (+)= A[r, :K] B[:K, :NV*kWidth] for MR rows; TA: A is stored
@@ -303,7 +313,8 @@ void forward_rows(const SWAParams& p, const Geometry& g, int64_t bh, int64_t q0,
         continue;
       }
       VecF mx(neg_inf);
-      if (lo == 0 && hi == nkp - 1) {  // the whole tile is in the window: no mask
+      const bool full = lo == 0 && hi == nkp - 1;  // the whole tile is in the window
+      if (full) {
         for (int64_t c = 0; c < nkp; c += kWidth) {
           const VecF x = loadu(s + c) * scale;
           storeu(s + c, x);
@@ -322,11 +333,19 @@ void forward_rows(const SWAParams& p, const Geometry& g, int64_t bh, int64_t q0,
       const float alpha = std::exp(m[i] - m_new);    // 0 on the row's first tile
       const VecF vm(m_new);
       VecF sum(0.f);
-      for (int64_t c = 0; c < nkp; c += kWidth) {
-        const VecF x = loadu(s + c);
-        const VecF e = select(ge(x, lowest), vexp(x - vm), VecF(0.f));
-        storeu(s + c, e);
-        sum = sum + e;
+      if (full) {
+        for (int64_t c = 0; c < nkp; c += kWidth) {
+          const VecF e = vexp(loadu(s + c) - vm);
+          storeu(s + c, e);
+          sum = sum + e;
+        }
+      } else {  // masked entries are -inf: exactly 0 (vexp would clamp them to ~1e-38)
+        for (int64_t c = 0; c < nkp; c += kWidth) {
+          const VecF x = loadu(s + c);
+          const VecF e = select(ge(x, lowest), vexp(x - vm), VecF(0.f));
+          storeu(s + c, e);
+          sum = sum + e;
+        }
       }
       l[i] = l[i] * alpha + hsum(sum);
       m[i] = m_new;
