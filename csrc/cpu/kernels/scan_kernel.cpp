@@ -137,7 +137,10 @@ struct Work {
   std::vector<float> dq2, dk2;           // [C, Kp] per-key intra-chunk gradients
   std::vector<float> s, st, ds, dst;     // [K, Vp] state / gradient, [V, Kp] transposes
   std::vector<float> states;             // [chunks + 1, K, Vp]
-  std::vector<float> ex;                 // [Kp] scratch
+  std::vector<double> dacc, bacc;        // [K] decay-gradient sums, cumulative decays
+  std::vector<float> dbc;                // [C, Kp] a chunk's dB (column 0 if scalar)
+  std::vector<double> pre;               // [C, K] prefix sums of a chunk's P_j
+  std::vector<float> row;                // [Kp] scratch
 
   // (Re)allocates zeroed buffers when the sizes change: every pad starts (and stays) zero.
   void setup(int64_t C_, int64_t K_, int64_t V_) {
@@ -149,13 +152,16 @@ struct Work {
     Kp = round_up(K);
     Vp = round_up(V);
     const int64_t M = std::max(Kp, Vp);
-    for (auto* x : {&q, &k, &b, &qg, &kg, &dq, &dk, &dq2, &dk2}) x->assign(size_t(C * Kp), 0.f);
+    for (auto* x : {&q, &k, &b, &qg, &kg, &dq, &dk, &dq2, &dk2, &dbc})
+      x->assign(size_t(C * Kp), 0.f);
     for (auto* x : {&v, &dout, &o, &dv}) x->assign(size_t(C * Vp), 0.f);
     for (auto* x : {&kt, &vt, &qgt, &kgt}) x->assign(size_t(M * Cp), 0.f);
     for (auto* x : {&a, &at, &ga, &gat}) x->assign(size_t(C * Cp), 0.f);
     for (auto* x : {&s, &ds}) x->assign(size_t(K * Vp), 0.f);
     for (auto* x : {&st, &dst}) x->assign(size_t(V * Kp), 0.f);
-    ex.assign(size_t(Kp), 0.f);
+    pre.assign(size_t(C * std::max<int64_t>(K, 1)), 0.0);
+    dacc.assign(size_t(std::max<int64_t>(K, 1)), 0.0);
+    row.assign(size_t(Kp), 0.f);
   }
 };
 
@@ -182,6 +188,25 @@ void exp_inplace(float* x, int64_t n) {
   if (i < n) store_f32(x + i, vexp(load_f32(x + i, int(n - i))), int(n - i));
 }
 
+// out[0] += sign * sum_c x_c y_c (a per-head decay's dB), or out[c] += sign * x_c y_c
+// (per-key decay).
+SPIKEOPS_INLINE void add_product_sum(const float* x, const float* y, int64_t n, float* out,
+                                    float sign) {
+  VecF acc(0.f);
+  for (int64_t c = 0; c < n; c += kWidth) acc = vfma(loadu(x + c), loadu(y + c), acc);
+  alignas(64) float buf[kWidth];
+  storeu(buf, acc);
+  float s = 0.f;
+  for (int l = 0; l < kWidth; ++l) s += buf[l];
+  out[0] += sign * s;
+}
+SPIKEOPS_INLINE void add_product_keys(const float* x, const float* y, int64_t n, float* out,
+                                     float sign) {
+  const VecF sg(sign);
+  for (int64_t c = 0; c < n; c += kWidth)
+    storeu(out + c, vfma(sg, loadu(x + c) * loadu(y + c), loadu(out + c)));
+}
+
 template <int KIND>
 struct Chunk {
   const ScanParams& p;
@@ -193,20 +218,22 @@ struct Chunk {
       : p(p_), w(w_), h(h_), hk(h_ / (p_.Hq / p_.Hkv)), K(p_.K), V(p_.V), Kp(w_.Kp),
         Vp(w_.Vp), Cp(w_.Cp) {}
 
-  // b[i] = cumulative log-decay of the chunk's rows (scalar in column 0, or per key).
+  // b[i] = cumulative log-decay of the chunk's rows (scalar in column 0, or per key),
+  // summed in double and rounded once: the exp(b_i - b_j) factors carry its error.
   void decay() {
     if constexpr (KIND == kDecayHead) {
-      float acc = 0.f;
+      double acc = 0;
       for (int64_t i = 0; i < L; ++i) {
         acc += p.gamma ? p.g[h] : p.g[(r0 + i) * p.Hq + h];
-        w.b[size_t(i * Kp)] = acc;
+        w.b[size_t(i * Kp)] = float(acc);
       }
     } else if constexpr (KIND == kDecayKey) {
+      std::vector<double>& acc = w.bacc;
+      acc.assign(size_t(K), 0.0);
       for (int64_t i = 0; i < L; ++i) {
         const float* gi = p.g + ((r0 + i) * p.Hq + h) * K;
         float* bi = w.b.data() + i * Kp;
-        const float* prev = i ? bi - Kp : nullptr;
-        for (int64_t c = 0; c < K; ++c) bi[c] = (prev ? prev[c] : 0.f) + gi[c];
+        for (int64_t c = 0; c < K; ++c) bi[c] = float(acc[size_t(c)] += gi[c]);
       }
     }
   }
@@ -405,6 +432,21 @@ void backward_task(const ScanParams& p, int64_t n, int64_t h) {
   // Pass 2: chunks in reverse, carrying dS.
   float* dS = w.ds.data();
   load_state(p, n, h, dS, Vp, p.dht);
+  // Decay gradients, chunk by chunk as the reference's autograd has them: with b the
+  // in-chunk cumulative log-decay, dL/db_i collects the intra-chunk terms (off-diagonal
+  // M_ij = (do_i . v_j) A_ij: +row i, -column j), q_i ⊙ dq_inter_i, -P_i with
+  // P_j = kg_j ⊙ (v_j dS^T), and at the chunk's last row F + sum_j P_j with
+  // F = e^{b_L} (S ⊙ dS). Then dg_t = sum_{i >= t} dL/db_i (in the chunk)
+  // = sum_{i >= t} (M + q terms)_i + F + sum_{j < t} P_j: the P pieces that cancel are
+  // never formed, so the rounding error scales like the reference's.
+  const int64_t KX = KIND == kDecayKey ? K : 1;
+  const auto add_product = [](const float* x, const float* y, int64_t n, float* out,
+                              float sign) {
+    if constexpr (KIND == kDecayKey) add_product_keys(x, y, n, out, sign);
+    else add_product_sum(x, y, n, out, sign);
+  };
+  float* dbc = w.dbc.data();
+  double gamma_total = 0;  // g_gamma: the sum of every dg_t
   for (int64_t c = nc - 1; c >= 0; --c) {
     ch.L = std::min(C, T - c * C);
     ch.r0 = row0 + c * C;
@@ -415,11 +457,25 @@ void backward_task(const ScanParams& p, int64_t n, int64_t h) {
     ch.decay();
     transpose(w.v.data(), Vp, L, V, w.vt.data(), Cp);
     float *dq = w.dq.data(), *dk = w.dk.data(), *dv = w.dv.data();
+    if (KIND != kDecayNone) std::fill(w.dbc.begin(), w.dbc.end(), 0.f);
     // G = dO V^T (j <= i); A and Gd.
     gemm(L, L, V, w.dout.data(), Vp, w.vt.data(), Cp, w.ga.data(), Cp, false, Tri::kFull, true);
     if constexpr (KIND != kDecayKey) {
       transpose(w.k.data(), Kp, L, K, w.kt.data(), Cp);
       ch.attention_matrix();
+      if constexpr (KIND == kDecayHead) {
+        // intra-chunk dB: sum_{j<i} M_ij - sum_{i>j} M_ij, M = (dO V^T) ⊙ A
+        const float *G = w.ga.data(), *A = w.a.data();
+        for (int64_t i = 1; i < L; ++i) {
+          float row = 0.f;
+          for (int64_t j = 0; j < i; ++j) {
+            const float m = G[i * Cp + j] * A[i * Cp + j];
+            row += m;
+            dbc[j * Kp] -= m;
+          }
+          dbc[i * Kp] += row;
+        }
+      }
       ch.mask(w.ga.data());
     } else {
       // G masked and scaled (no decay), then every pair with its per-key exp.
@@ -434,13 +490,20 @@ void backward_task(const ScanParams& p, int64_t n, int64_t h) {
           const float *kj = w.k.data() + j * Kp, *bj = ch.bk(j);
           float* dkj = w.dk2.data() + j * Kp;
           const VecF gij(G[i * Cp + j] * p.scale);
+          float *dbi = dbc + i * Kp, *dbj = dbc + j * Kp;
           VecF acc(0.f);
           for (int64_t e = 0; e < Kp; e += kWidth) {
             const VecF E = vexp(loadu(bi + e) - loadu(bj + e));
             const VecF qE = loadu(qi + e) * E, kE = loadu(kj + e) * E;
-            acc = vfma(qE, loadu(kj + e), acc);
+            const VecF qkE = qE * loadu(kj + e);
+            acc = acc + qkE;
             storeu(dqi + e, vfma(gij, kE, loadu(dqi + e)));
             storeu(dkj + e, vfma(gij, qE, loadu(dkj + e)));
+            if (j < i) {  // M_ij = G_ij scale q_i k_j E_ij, per key
+              const VecF m = gij * qkE;
+              storeu(dbi + e, loadu(dbi + e) + m);
+              storeu(dbj + e, loadu(dbj + e) - m);
+            }
           }
           alignas(64) float buf[kWidth];
           storeu(buf, acc);
@@ -457,8 +520,12 @@ void backward_task(const ScanParams& p, int64_t n, int64_t h) {
     ch.decayed_k();
     gemm(L, V, K, w.kg.data(), Kp, dS, Vp, dv, Vp, true);
     // dq = scale (dO S^T) ⊙ e^b + Gd K
+    ch.decayed_q(true);
     transpose(S, Vp, K, V, w.st.data(), Kp);
     gemm(L, K, V, w.dout.data(), Vp, w.st.data(), Kp, dq, Kp, false);
+    if constexpr (KIND != kDecayNone)  // dB += q ⊙ dq_inter = qg ⊙ (dO S^T)
+      for (int64_t i = 0; i < L; ++i)
+        add_product(w.qg.data() + i * Kp, dq + i * Kp, Kp, dbc + i * Kp, 1.f);
     for (int64_t i = 0; i < L; ++i) {
       float* r = dq + i * Kp;
       if constexpr (KIND == kDecayKey) {
@@ -472,6 +539,38 @@ void backward_task(const ScanParams& p, int64_t n, int64_t h) {
     // dk = (V dS^T) ⊙ e^{b_L - b} + Gd^T Q
     transpose(dS, Vp, K, V, w.dst.data(), Kp);
     gemm(L, K, V, w.v.data(), Vp, w.dst.data(), Kp, dk, Kp, false);
+    if constexpr (KIND != kDecayNone) {
+      // dk holds V dS^T here: P_j = kg_j ⊙ (V dS^T)_j, prefix sums pre_t = sum_{j<t} P_j.
+      double* pre = w.pre.data();
+      std::fill(pre, pre + KX, 0.0);
+      for (int64_t j = 0; j + 1 < L; ++j) {
+        float* tmp = w.row.data();
+        std::fill(tmp, tmp + Kp, 0.f);
+        add_product(w.kg.data() + j * Kp, dk + j * Kp, Kp, tmp, 1.f);
+        for (int64_t x = 0; x < KX; ++x) pre[(j + 1) * KX + x] = pre[j * KX + x] + tmp[x];
+      }
+      // F = e^{b_L} sum_v S ⊙ dS (S: the chunk-start state, dS: the chunk-end gradient)
+      double* acc = w.dacc.data();
+      std::fill(acc, acc + KX, 0.0);
+      for (int64_t cc = 0; cc < K; ++cc) {
+        double sum = 0;
+        for (int64_t e = 0; e < V; ++e) sum += double(S[cc * Vp + e]) * dS[cc * Vp + e];
+        const double bl = KIND == kDecayKey ? ch.bk(L - 1)[cc] : ch.bs(L - 1);
+        acc[KIND == kDecayKey ? cc : 0] += std::exp(bl) * sum;
+      }
+      for (int64_t i = L - 1; i >= 0; --i) {
+        const int64_t r = ch.r0 + i;
+        for (int64_t x = 0; x < KX; ++x) acc[x] += dbc[i * Kp + x];
+        if constexpr (KIND == kDecayKey) {
+          float* dg = p.dg + (r * p.Hq + h) * K;
+          for (int64_t x = 0; x < K; ++x) dg[x] = float(acc[x] + pre[i * KX + x]);
+        } else {
+          const double dgt = acc[0] + pre[i];
+          if (p.gamma) gamma_total += dgt;
+          else p.dg[r * p.Hq + h] = float(dgt);
+        }
+      }
+    }
     for (int64_t j = 0; j < L; ++j) {
       float* r = dk + j * Kp;
       if constexpr (KIND == kDecayKey) {
@@ -493,7 +592,6 @@ void backward_task(const ScanParams& p, int64_t n, int64_t h) {
       }
     }
     // dS <- e^{b_L} dS + Qg^T dO
-    ch.decayed_q(true);
     ch.decay_state(dS);
     gemm(K, V, L, w.qgt.data(), Cp, w.dout.data(), Vp, dS, Vp, true);
     // write the chunk's gradients (fp32, per query head)
@@ -506,44 +604,7 @@ void backward_task(const ScanParams& p, int64_t n, int64_t h) {
   }
   if (p.dh0) store_state(p, n, h, dS, Vp, p.dh0);
 
-  // Decay gradients: dg_t = sum_{s >= t} (q_s ⊙ dq_s - k_s ⊙ dk_s) + S_T ⊙ dS_T.
-  if constexpr (KIND != kDecayNone) {
-    float* acc = w.ex.data();  // [Kp] running sum
-    std::fill(w.ex.begin(), w.ex.end(), 0.f);
-    if (p.dht) {
-      const float* ST = st + nc * SZ;
-      for (int64_t c = 0; c < K; ++c) {
-        const float* d = p.dht + ((n * p.Hq + h) * K + c) * V;
-        double s = 0;
-        for (int64_t e = 0; e < V; ++e) s += double(ST[c * Vp + e]) * d[e];
-        acc[c] = float(s);
-      }
-    }
-    double total = 0;  // g_gamma: sum over t of dg_t
-    for (int64_t c0 = nc - 1; c0 >= 0; --c0) {
-      const int64_t L = std::min(C, T - c0 * C);
-      ch.L = L;
-      ch.r0 = row0 + c0 * C;
-      ch.load_qkv(true, false);
-      for (int64_t i = L - 1; i >= 0; --i) {
-        const int64_t r = ch.r0 + i;
-        const float* dqi = p.dq + (r * p.Hq + h) * K;
-        const float* dki = p.dk + (r * p.Hq + h) * K;
-        const float* qi = w.q.data() + i * Kp;
-        const float* ki = w.k.data() + i * Kp;
-        for (int64_t c = 0; c < K; ++c) acc[c] += qi[c] * dqi[c] - ki[c] * dki[c];
-        if constexpr (KIND == kDecayKey) {
-          std::memcpy(p.dg + (r * p.Hq + h) * K, acc, size_t(K) * 4);
-        } else {
-          float s = 0.f;
-          for (int64_t c = 0; c < K; ++c) s += acc[c];
-          if (p.gamma) total += s;
-          else p.dg[r * p.Hq + h] = s;
-        }
-      }
-    }
-    if (KIND == kDecayHead && p.gamma) p.dg[n * p.Hq + h] = float(total);
-  }
+  if (KIND == kDecayHead && p.gamma) p.dg[n * p.Hq + h] = float(gamma_total);
 }
 
 }  // namespace
