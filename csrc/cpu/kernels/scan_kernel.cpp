@@ -59,10 +59,10 @@ SPIKEOPS_INLINE int64_t round_up(int64_t x) { return (x + kWidth - 1) / kWidth *
 
 // ---- small GEMMs ------------------------------------------------------------------------
 
-// C[m, r] (+)= sum_{p in [p0, p1)} A[m * lda + p] * B[p * ldb + r-th vector].
+// C[m, r] (+)= sum_{p in [p0, p1)} A[m * ars + p * acs] * B[p * ldb + r-th vector].
 template <int MR, int NR>
-SPIKEOPS_INLINE void tile(int64_t p0, int64_t p1, const float* A, int64_t lda, const float* B,
-                          int64_t ldb, float* C, int64_t ldc, bool acc) {
+SPIKEOPS_INLINE void tile(int64_t p0, int64_t p1, const float* A, int64_t ars, int64_t acs,
+                          const float* B, int64_t ldb, float* C, int64_t ldc, bool acc) {
   VecF c[MR][NR];
   for (int m = 0; m < MR; ++m)
     for (int r = 0; r < NR; ++r) c[m][r] = acc ? loadu(C + m * ldc + r * kWidth) : VecF(0.f);
@@ -70,7 +70,7 @@ SPIKEOPS_INLINE void tile(int64_t p0, int64_t p1, const float* A, int64_t lda, c
     VecF b[NR];
     for (int r = 0; r < NR; ++r) b[r] = loadu(B + p * ldb + r * kWidth);
     for (int m = 0; m < MR; ++m) {
-      const VecF a(A[m * lda + p]);
+      const VecF a(A[m * ars + p * acs]);
       for (int r = 0; r < NR; ++r) c[m][r] = vfma(a, b[r], c[m][r]);
     }
   }
@@ -79,33 +79,35 @@ SPIKEOPS_INLINE void tile(int64_t p0, int64_t p1, const float* A, int64_t lda, c
 }
 
 template <int MR, int NR>
-SPIKEOPS_INLINE void row_block(int64_t nv, int64_t p0, int64_t p1, const float* A, int64_t lda,
-                               const float* B, int64_t ldb, float* C, int64_t ldc, bool acc) {
+SPIKEOPS_INLINE void row_block(int64_t nv, int64_t p0, int64_t p1, const float* A, int64_t ars,
+                               int64_t acs, const float* B, int64_t ldb, float* C, int64_t ldc,
+                               bool acc) {
   if constexpr (NR > 0) {
     for (; nv >= NR; nv -= NR, B += NR * kWidth, C += NR * kWidth)
-      tile<MR, NR>(p0, p1, A, lda, B, ldb, C, ldc, acc);
-    row_block<MR, NR - 1>(nv, p0, p1, A, lda, B, ldb, C, ldc, acc);
+      tile<MR, NR>(p0, p1, A, ars, acs, B, ldb, C, ldc, acc);
+    row_block<MR, NR - 1>(nv, p0, p1, A, ars, acs, B, ldb, C, ldc, acc);
   }
 }
 
 template <int MR>
 SPIKEOPS_INLINE void rows_any(int mr, int64_t nv, int64_t p0, int64_t p1, const float* A,
-                              int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
-                              bool acc) {
+                              int64_t ars, int64_t acs, const float* B, int64_t ldb, float* C,
+                              int64_t ldc, bool acc) {
   if constexpr (MR > 0) {
-    if (mr == MR) row_block<MR, kNR>(nv, p0, p1, A, lda, B, ldb, C, ldc, acc);
-    else rows_any<MR - 1>(mr, nv, p0, p1, A, lda, B, ldb, C, ldc, acc);
+    if (mr == MR) row_block<MR, kNR>(nv, p0, p1, A, ars, acs, B, ldb, C, ldc, acc);
+    else rows_any<MR - 1>(mr, nv, p0, p1, A, ars, acs, B, ldb, C, ldc, acc);
   }
 }
 
 enum class Tri { kFull, kLower, kUpper };
 
-// C [M, N] (+)= A [M, Kd] B [Kd, N]; N is rounded up to whole vectors (buffers padded).
-// kLower: A is lower triangular (row i reads p <= i); kUpper: upper (p >= i).
-// lower_cols: only columns j <= i are wanted (the rest of each row block may be stale).
-void gemm(int64_t M, int64_t N, int64_t Kd, const float* A, int64_t lda, const float* B,
-          int64_t ldb, float* C, int64_t ldc, bool acc, Tri tri = Tri::kFull,
-          bool lower_cols = false) {
+// C [M, N] (+)= A [M, Kd] B [Kd, N] with A[i, p] at A[i * ars + p * acs]; N is rounded
+// up to whole vectors (buffers padded). kLower: A is lower triangular (row i reads
+// p <= i); kUpper: upper (p >= i). lower_cols: only columns j <= i are wanted (the rest
+// of each row block may be stale).
+void gemm_strided(int64_t M, int64_t N, int64_t Kd, const float* A, int64_t ars, int64_t acs,
+                  const float* B, int64_t ldb, float* C, int64_t ldc, bool acc, Tri tri,
+                  bool lower_cols) {
   const int64_t nv_all = (N + kWidth - 1) / kWidth;
   for (int64_t i0 = 0; i0 < M; i0 += kMR) {
     const int mr = int(std::min<int64_t>(kMR, M - i0));
@@ -113,8 +115,21 @@ void gemm(int64_t M, int64_t N, int64_t Kd, const float* A, int64_t lda, const f
     const int64_t p0 = tri == Tri::kUpper ? std::min(i0, Kd) : 0;
     const int64_t p1 = tri == Tri::kLower ? std::min(Kd, i1) : Kd;
     const int64_t nv = lower_cols ? std::min(nv_all, (i1 + kWidth - 1) / kWidth) : nv_all;
-    rows_any<kMR>(mr, nv, p0, p1, A + i0 * lda, lda, B, ldb, C + i0 * ldc, ldc, acc);
+    rows_any<kMR>(mr, nv, p0, p1, A + i0 * ars, ars, acs, B, ldb, C + i0 * ldc, ldc, acc);
   }
+}
+
+// C (+)= A B, A row-major [M, lda].
+void gemm(int64_t M, int64_t N, int64_t Kd, const float* A, int64_t lda, const float* B,
+          int64_t ldb, float* C, int64_t ldc, bool acc, Tri tri = Tri::kFull,
+          bool lower_cols = false) {
+  gemm_strided(M, N, Kd, A, lda, 1, B, ldb, C, ldc, acc, tri, lower_cols);
+}
+
+// C (+)= A^T B for A stored row-major [Kd, lda] (no transposed copy); tri refers to A^T.
+void gemm_tn(int64_t M, int64_t N, int64_t Kd, const float* A, int64_t lda, const float* B,
+             int64_t ldb, float* C, int64_t ldc, bool acc, Tri tri = Tri::kFull) {
+  gemm_strided(M, N, Kd, A, 1, lda, B, ldb, C, ldc, acc, tri, false);
 }
 
 // dst [cols, ldd] = src [rows, lds]^T for rows x cols values.
@@ -131,8 +146,8 @@ struct Work {
   std::vector<float> q, k, v, dout;      // [C, Kp|Vp] the chunk's inputs in fp32
   std::vector<float> kt, vt;             // [K|V, Cp] transposed k, v
   std::vector<float> b;                  // [C, Kp] cumulative log-decay (column 0 if scalar)
-  std::vector<float> a, at, ga, gat;     // [C, Cp] A, A^T, Gd, Gd^T
-  std::vector<float> qg, qgt, kg, kgt;   // decayed q / k and transposes
+  std::vector<float> a, ga;              // [C, Cp] A, Gd
+  std::vector<float> qg, kg;             // [C, Kp] decayed q / k
   std::vector<float> o, dq, dk, dv;      // [C, Vp|Kp] chunk results
   std::vector<float> dq2, dk2;           // [C, Kp] per-key intra-chunk gradients
   std::vector<float> s, st, ds, dst;     // [K, Vp] state / gradient, [V, Kp] transposes
@@ -155,8 +170,8 @@ struct Work {
     for (auto* x : {&q, &k, &b, &qg, &kg, &dq, &dk, &dq2, &dk2, &dbc})
       x->assign(size_t(C * Kp), 0.f);
     for (auto* x : {&v, &dout, &o, &dv}) x->assign(size_t(C * Vp), 0.f);
-    for (auto* x : {&kt, &vt, &qgt, &kgt}) x->assign(size_t(M * Cp), 0.f);
-    for (auto* x : {&a, &at, &ga, &gat}) x->assign(size_t(C * Cp), 0.f);
+    for (auto* x : {&kt, &vt}) x->assign(size_t(M * Cp), 0.f);
+    for (auto* x : {&a, &ga}) x->assign(size_t(C * Cp), 0.f);
     for (auto* x : {&s, &ds}) x->assign(size_t(K * Vp), 0.f);
     for (auto* x : {&st, &dst}) x->assign(size_t(V * Kp), 0.f);
     pre.assign(size_t(C * std::max<int64_t>(K, 1)), 0.0);
@@ -301,7 +316,7 @@ struct Chunk {
     return s * p.scale;
   }
 
-  // kg [L, Kp] = k_j ⊙ e^{b_L - b_j} and its transpose kgt [K, Cp].
+  // kg [L, Kp] = k_j ⊙ e^{b_L - b_j}.
   void decayed_k() {
     const int64_t last = L - 1;
     for (int64_t j = 0; j < L; ++j) {
@@ -317,11 +332,10 @@ struct Chunk {
           storeu(kgj + c, loadu(kj + c) * vexp(loadu(bk(last) + c) - loadu(bk(j) + c)));
       }
     }
-    transpose(w.kg.data(), Kp, L, K, w.kgt.data(), Cp);
   }
 
-  // qg [L, Kp] = scale q ⊙ e^{b}; qgt its transpose when wanted.
-  void decayed_q(bool transposed) {
+  // qg [L, Kp] = scale q ⊙ e^{b}.
+  void decayed_q() {
     for (int64_t i = 0; i < L; ++i) {
       float* qgi = w.qg.data() + i * Kp;
       const float* qi = w.q.data() + i * Kp;
@@ -333,7 +347,6 @@ struct Chunk {
         for (int64_t c = 0; c < Kp; c += kWidth) storeu(qgi + c, loadu(qi + c) * f);
       }
     }
-    if (transposed) transpose(w.qg.data(), Kp, L, K, w.qgt.data(), Cp);
   }
 
   // X [K, Vp] rows *= e^{b_L} (the decay over the whole chunk).
@@ -354,7 +367,7 @@ struct Chunk {
   void update_state(float* S) {
     decayed_k();
     decay_state(S);
-    gemm(K, V, L, w.kgt.data(), Cp, w.v.data(), Vp, S, Vp, true);
+    gemm_tn(K, V, L, w.kg.data(), Kp, w.v.data(), Vp, S, Vp, true);
   }
 };
 
@@ -395,7 +408,7 @@ void forward_task(const ScanParams& p, int64_t n, int64_t h) {
     ch.attention_matrix();
     float* O = w.o.data();
     gemm(L, V, L, w.a.data(), Cp, w.v.data(), Vp, O, Vp, false, Tri::kLower);
-    ch.decayed_q(false);
+    ch.decayed_q();
     gemm(L, V, K, w.qg.data(), Kp, S, Vp, O, Vp, true);
     for (int64_t i = 0; i < L; ++i) {
       const int64_t off = ((ch.r0 + i) * p.Hq + h) * V;
@@ -515,12 +528,11 @@ void backward_task(const ScanParams& p, int64_t n, int64_t h) {
       }
     }
     // dv = A^T dO + Kg dS
-    transpose(w.a.data(), Cp, L, L, w.at.data(), Cp);
-    gemm(L, V, L, w.at.data(), Cp, w.dout.data(), Vp, dv, Vp, false, Tri::kUpper);
+    gemm_tn(L, V, L, w.a.data(), Cp, w.dout.data(), Vp, dv, Vp, false, Tri::kUpper);
     ch.decayed_k();
     gemm(L, V, K, w.kg.data(), Kp, dS, Vp, dv, Vp, true);
     // dq = scale (dO S^T) ⊙ e^b + Gd K
-    ch.decayed_q(true);
+    ch.decayed_q();
     transpose(S, Vp, K, V, w.st.data(), Kp);
     gemm(L, K, V, w.dout.data(), Vp, w.st.data(), Kp, dq, Kp, false);
     if constexpr (KIND != kDecayNone)  // dB += q ⊙ dq_inter = qg ⊙ (dO S^T)
@@ -583,8 +595,7 @@ void backward_task(const ScanParams& p, int64_t n, int64_t h) {
     }
     if constexpr (KIND != kDecayKey) {
       gemm(L, K, L, w.ga.data(), Cp, w.k.data(), Kp, dq, Kp, true, Tri::kLower);
-      transpose(w.ga.data(), Cp, L, L, w.gat.data(), Cp);
-      gemm(L, K, L, w.gat.data(), Cp, w.q.data(), Kp, dk, Kp, true, Tri::kUpper);
+      gemm_tn(L, K, L, w.ga.data(), Cp, w.q.data(), Kp, dk, Kp, true, Tri::kUpper);
     } else {
       for (int64_t i = 0; i < L * Kp; i += kWidth) {
         storeu(dq + i, loadu(dq + i) + loadu(w.dq2.data() + i));
@@ -593,7 +604,7 @@ void backward_task(const ScanParams& p, int64_t n, int64_t h) {
     }
     // dS <- e^{b_L} dS + Qg^T dO
     ch.decay_state(dS);
-    gemm(K, V, L, w.qgt.data(), Cp, w.dout.data(), Vp, dS, Vp, true);
+    gemm_tn(K, V, L, w.qg.data(), Kp, w.dout.data(), Vp, dS, Vp, true);
     // write the chunk's gradients (fp32, per query head)
     for (int64_t i = 0; i < L; ++i) {
       const int64_t r = ch.r0 + i;
