@@ -99,9 +99,20 @@ CASES = [  # B, T, Hq, Hkv, K, V, cu_seqlens, with h0 / dht
 @pytest.mark.parametrize("kind", list(DECAY))
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c[:6])))
 def test_emulated_scan_matches_cpu(lib, kind, case):
+    check(lib, kind, case)
+
+
+@native
+@pytest.mark.parametrize("kind", ["g", "g_gamma", "gk"])
+def test_emulated_scan_strong_decay(lib, kind):
+    # log-decays around -20 per step: every exponent the kernels form stays <= 0
+    check(lib, kind, (1, 100, 1, 1, 18, 20, None, True), decay_scale=200.0)
+
+
+def check(lib, kind, case, decay_scale=1.0):
     B, T, Hq, Hkv, K, V, cu, states = case
-    torch.manual_seed(hash((kind, case[:6])) % 1000)
-    q, k, v, g, g_gamma, gk = make(B, T, Hq, Hkv, K, V, kind)
+    torch.manual_seed(sum(case[:6]) + len(str(kind)))
+    q, k, v, g, g_gamma, gk = make(B, T, Hq, Hkv, K, V, kind, decay_scale)
     N = len(cu) - 1 if cu else B
     cu_t = torch.tensor(cu if cu else [b * T for b in range(B + 1)], dtype=torch.int64)
     h0 = torch.randn(N, Hq, K, V) if states else None
@@ -146,4 +157,14 @@ def test_emulated_scan_matches_cpu(lib, kind, case):
         got["dh0"] = dh0
     for name, w in zip(("dq", "dk", "dv", "dg", "dh0"), want):
         if name in got:
-            assert rel_err(got[name], w) < 5e-5, name
+            if name == "dg" and kind == "g_gamma":
+                # a sum of B * T per-step gradients that largely cancel: its error is held
+                # to the scale of the per-step terms (the CPU kernel's, with g expanded)
+                steps = torch.ops.spikeops.linear_scan_bwd.default(
+                    do, dht, q, k, v, g_gamma.expand(B, T, Hq).contiguous(), None, None,
+                    scale, h0, cu_arg, 64)[3]
+                # (plus a floor at the float32 denormal range, where strong decays end up)
+                tol = max(5e-5 * steps.abs().sum((0, 1)).max().item(), 1e-30)
+                assert (got[name] - w).abs().max().item() < tol, name
+            else:
+                assert rel_err(got[name], w) < 5e-5, name

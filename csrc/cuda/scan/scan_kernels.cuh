@@ -413,17 +413,20 @@ __global__ void __launch_bounds__(kThreads) chunk_grad_kernel(const __grid_const
     load_tile<T>(ks, p.k, p.Hkv, cp.hk, K, k0, L, cp.r0);
     if (KIND == kDecayKey) key_decay_tile(p, bs, h, k0, L, cp.r0);
     else __syncthreads();
+    // Intra-chunk parts without the diagonal (j < i for dq, m > i for dk): the decay
+    // gradient takes q ⊙ dq - k ⊙ dk with the diagonal terms left out (they cancel
+    // exactly), so no rounding noise of O(q dq) swamps a tiny gradient (strong decays).
     float dqi[kCells], dki[kCells], aq[kCells], ak[kCells];
 #pragma unroll
     for (int r = 0; r < kCells; ++r) {
       const int e = tid + kThreads * r, i = e / kTile, cc = e % kTile;
       float a = 0.f, b = 0.f;
       if (i < L) {
-        for (int j = 0; j <= i; ++j) {
+        for (int j = 0; j < i; ++j) {
           const float w = Gs[i][j] * ks[j][cc];
           a += KIND == kDecayKey ? w * expf(bs[i][cc] - bs[j][cc]) : w;
         }
-        for (int m = i; m < L; ++m) {
+        for (int m = i + 1; m < L; ++m) {
           const float w = Gs[m][i] * qs[m][cc];
           b += KIND == kDecayKey ? w * expf(bs[m][cc] - bs[i][cc]) : w;
         }
@@ -470,15 +473,15 @@ __global__ void __launch_bounds__(kThreads) chunk_grad_kernel(const __grid_const
         bi = bh[i];
         bl = bh[kC - 1];
       }
-      const float dq = dqi[r] + p.scale * expf(bi) * aq[r];
+      const float dq_inter = p.scale * expf(bi) * aq[r];
       const float dk_inter = expf(bl - bi) * ak[r];
-      const float dk = dki[r] + dk_inter;
+      const float diag = Gs[i][i];  // 0 past L
       if (i < L && k0 + cc < K) {
         const int64_t off = ((cp.r0 + i) * Hq + h) * K + k0 + cc;
-        p.dq[off] = dq;
-        p.dk[off] = dk;
+        p.dq[off] = dqi[r] + diag * ks[i][cc] + dq_inter;
+        p.dk[off] = dki[r] + diag * qs[i][cc] + dk_inter;
       }
-      xs[i][cc] = qs[i][cc] * dq - ks[i][cc] * dki[r];
+      xs[i][cc] = qs[i][cc] * (dqi[r] + dq_inter) - ks[i][cc] * dki[r];
       ys[i][cc] = ks[i][cc] * dk_inter;
     }
     if (KIND != kDecayNone && tid < kTile)

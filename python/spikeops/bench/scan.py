@@ -47,7 +47,19 @@ def _compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
     return torch.compile(fn, dynamic=False)
 
 
-def _builder(kind: str, train: bool, decode: bool = False):
+def _fla_peer(kind: str):
+    """fla's Triton kernel of the same op (GPU rows), or the reason it is unavailable."""
+    try:
+        if kind == "gla":
+            from fla.ops.gla import chunk_gla as fn
+        else:
+            from fla.ops.simple_gla import chunk_simple_gla as fn
+    except Exception as exc:  # not installed, or no Triton
+        return None, f"fla not importable: {type(exc).__name__}: {exc}"
+    return fn, None
+
+
+def _builder(kind: str, train: bool, decode: bool = False, gpu_peer: bool = False):
     def build(shape: Shape, dtype: torch.dtype, device: torch.device,
               compile_reference: bool) -> Prepared:
         from spikeops.ref import attention as ref
@@ -103,7 +115,14 @@ def _builder(kind: str, train: bool, decode: bool = False):
         else:
             prep.unavailable["reference_compiled"] = (
                 "compile off (--no-compile, or --quick without --compile)")
-        prep.unavailable["peer"] = "fla's scans are Triton kernels (GPU only)"
+        if gpu_peer and device.type == "cuda":
+            peer, why = _fla_peer(kind)
+            if peer is not None:
+                prep.fns["peer"] = wrap(peer)
+            else:
+                prep.unavailable["peer"] = why
+        else:
+            prep.unavailable["peer"] = "fla's scans are Triton kernels (GPU only)"
         return prep
     return build
 
@@ -134,3 +153,25 @@ register(OpEntry(
     build=_builder("simple", train=False, decode=True), devices=("cpu",),
     bytes=_decode_bytes,
     description="one decoding step with a carried state (fused_recurrent_simple_gla)"))
+
+# GPU rows (csrc/cuda/scan): the issue's shape, bf16, forward + backward; peer = fla's
+# chunk_simple_gla / chunk_gla when `import fla` works.
+_GPU_SHAPE, _GPU_QUICK = (4, 4096, 16, 128, 128), (1, 512, 4, 128, 128)
+register(OpEntry(
+    name="chunk_simple_gla_fwd_bwd_bf16_gpu", family="scan", shape=_GPU_SHAPE,
+    quick_shape=_GPU_QUICK, dtype=torch.bfloat16,
+    build=_builder("simple", train=True, gpu_peer=True), devices=("cuda",),
+    flops=_flops(True),
+    description="simple GLA on the GPU, bf16 q/k/v (fp32 state), chunk 64, forward + backward"))
+register(OpEntry(
+    name="chunk_gla_fwd_bwd_bf16_gpu", family="scan", shape=_GPU_SHAPE,
+    quick_shape=_GPU_QUICK, dtype=torch.bfloat16,
+    build=_builder("gla", train=True, gpu_peer=True), devices=("cuda",), flops=_flops(True),
+    description="GLA (per-key g) on the GPU, bf16 q/k/v (fp32 state), chunk 64, forward + "
+                "backward"))
+register(OpEntry(
+    name="chunk_simple_gla_fwd_bf16_gpu", family="scan", shape=_GPU_SHAPE,
+    quick_shape=_GPU_QUICK, dtype=torch.bfloat16,
+    build=_builder("simple", train=False, gpu_peer=True), devices=("cuda",),
+    flops=_flops(False),
+    description="simple GLA on the GPU, bf16, chunk 64, forward"))
