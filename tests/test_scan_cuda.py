@@ -29,6 +29,7 @@ def on_cuda(fn):
 def compare(kind, chunk, shape, dtype=torch.float32, with_h0=True, final=True, cu=None,
             decay_scale=1.0, chunk_size=None):
     B, T, Hq, Hkv, K, V = shape
+    torch.manual_seed(sum(shape) * 7 + KINDS.index(kind) + 100 * chunk + 13 * (cu is not None))
     N = B if cu is None else len(cu) - 1
     q, k, v, dec, h0 = make(B, T, Hq, Hkv, K, V, kind, dtype, N if with_h0 else None,
                             decay_scale)
