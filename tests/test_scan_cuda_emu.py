@@ -92,6 +92,7 @@ CASES = [  # B, T, Hq, Hkv, K, V, cu_seqlens, with h0 / dht
     (1, 64, 1, 1, 16, 16, None, False),
     (1, 150, 2, 2, 37, 33, [0, 3, 67, 67, 150], True),
     (2, 65, 4, 2, 8, 40, None, False),
+    (1, 70, 1, 1, 128, 130, None, True),  # the benchmark head dims, V with a tail
 ]
 
 
