@@ -20,19 +20,23 @@
 //   dq = scale (dO S^T) ⊙ e^b + Gd K            dk = (V dS^T) ⊙ e^{b_L - b} + Gd^T Q
 //   dS <- e^{b_L} ⊙ dS + (scale q ⊙ e^b)^T dO   (after the chunk: the gradient of S)
 // The chunk-start states S are recomputed by a forward pass (state update only) and
-// kept in a per-thread workspace [chunks + 1, K, V]. Decay gradients use the identity on
-// cumulative log-decays B_t (o and S_T depend on B only through q_t e^{B_t},
-// k_t e^{-B_t} and e^{B_T} S_0): dB_t = q_t ⊙ dq_t - k_t ⊙ dk_t (+ S_T ⊙ dS_T summed over
-// V at the last step), and dg_t = sum_{s >= t} dB_s — a reverse cumulative sum; summed
-// over K for a per-head decay and over t for g_gamma.
+// kept in a per-thread workspace [chunks + 1, K, V]. Decay gradients are chunk-local, as
+// the reference's autograd has them: with M_ij = (do_i . v_j) A_ij, P_j = kg_j ⊙ (v_j
+// dS^T) and F = e^{b_L} (S ⊙ dS) summed over V, the gradient of the in-chunk cumulative
+// decay is db_i = sum_{j<i} M_ij - sum_{l>i} M_li + q_i ⊙ dq_inter_i - P_i
+// (+ F + sum_j P_j at the last row), and dg_t = sum_{i >= t} db_i (in the chunk) =
+// sum_{i >= t} (M + q terms)_i + F + sum_{j < t} P_j — the P pieces that would cancel
+// are never formed; sums over keys for a per-head decay, over t too for g_gamma.
 //
 // GEMMs: C = A B with A read as broadcast scalars and B / C as rows of whole vectors
 // (every scratch row is padded to a multiple of the vector width, pads kept zero), in
 // register tiles of kMR rows x kNR vectors; triangular variants skip the zero half.
 // Memory traffic: q, k, v (and do) read once per pass, o / gradients written once;
 // scratch per thread O(C * (K + V + C) + chunks * K * V) floats. FLOPs per step and
-// head, forward: C K + C V + 4 K V (causal halves counted), backward ~ 3 C K + 2 C V +
-// 10 K V (with the state recomputation).
+// head, forward: C K + C V + 4 K V (causal halves counted), backward 3 C K + 2 C V +
+// 10 K V as done here (2 C (K + V) + 8 K V without recomputing A and the states).
+// Measured (B=2, H=8, T=4096, K=V=64, fp32, 2 threads, AVX-512, busy machine): forward
+// + backward ~170-190 ms, 65-75% of the measured sgemm rate on the FLOPs done here.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
