@@ -136,10 +136,41 @@ void gemm_tn(int64_t M, int64_t N, int64_t Kd, const float* A, int64_t lda, cons
   gemm_strided(M, N, Kd, A, 1, lda, B, ldb, C, ldc, acc, tri, false);
 }
 
+#if defined(SPIKEOPS_ISA_avx2) || defined(SPIKEOPS_ISA_avx512)
+// One 8 x 8 block: unpack pairs of rows, shuffle quads, swap 128-bit halves.
+SPIKEOPS_INLINE void transpose8x8(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  __m256 r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    _mm256_storeu_ps(dst + i * ldd, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
+    _mm256_storeu_ps(dst + (i + 4) * ldd, _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
+  }
+}
+#endif
+
 // dst [cols, ldd] = src [rows, lds]^T for rows x cols values.
 void transpose(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst,
                int64_t ldd) {
-  for (int64_t i = 0; i < rows; ++i)
+  int64_t i0 = 0;
+#if defined(SPIKEOPS_ISA_avx2) || defined(SPIKEOPS_ISA_avx512)
+  for (; i0 + 8 <= rows; i0 += 8) {
+    int64_t j = 0;
+    for (; j + 8 <= cols; j += 8) transpose8x8(src + i0 * lds + j, lds, dst + j * ldd + i0, ldd);
+    for (; j < cols; ++j)
+      for (int64_t i = i0; i < i0 + 8; ++i) dst[j * ldd + i] = src[i * lds + j];
+  }
+#endif
+  for (int64_t i = i0; i < rows; ++i)
     for (int64_t j = 0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
 }
 
