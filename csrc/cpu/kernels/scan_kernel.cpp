@@ -20,19 +20,24 @@
 //   dq = scale (dO S^T) ⊙ e^b + Gd K            dk = (V dS^T) ⊙ e^{b_L - b} + Gd^T Q
 //   dS <- e^{b_L} ⊙ dS + (scale q ⊙ e^b)^T dO   (after the chunk: the gradient of S)
 // The chunk-start states S are recomputed by a forward pass (state update only) and
-// kept in a per-thread workspace [chunks + 1, K, V]. Decay gradients use the identity on
-// cumulative log-decays B_t (o and S_T depend on B only through q_t e^{B_t},
-// k_t e^{-B_t} and e^{B_T} S_0): dB_t = q_t ⊙ dq_t - k_t ⊙ dk_t (+ S_T ⊙ dS_T summed over
-// V at the last step), and dg_t = sum_{s >= t} dB_s — a reverse cumulative sum; summed
-// over K for a per-head decay and over t for g_gamma.
+// kept in a per-thread workspace [chunks + 1, K, V]. Decay gradients are chunk-local, as
+// the reference's autograd has them: with M_ij = (do_i . v_j) A_ij, P_j = kg_j ⊙ (v_j
+// dS^T) and F = e^{b_L} (S ⊙ dS) summed over V, the gradient of the in-chunk cumulative
+// decay is db_i = sum_{j<i} M_ij - sum_{l>i} M_li + q_i ⊙ dq_inter_i - P_i
+// (+ F + sum_j P_j at the last row), and dg_t = sum_{i >= t} db_i (in the chunk) =
+// sum_{i >= t} (M + q terms)_i + F + sum_{j < t} P_j — the P pieces that would cancel
+// are never formed; sums over keys for a per-head decay, over t too for g_gamma.
 //
 // GEMMs: C = A B with A read as broadcast scalars and B / C as rows of whole vectors
 // (every scratch row is padded to a multiple of the vector width, pads kept zero), in
 // register tiles of kMR rows x kNR vectors; triangular variants skip the zero half.
 // Memory traffic: q, k, v (and do) read once per pass, o / gradients written once;
 // scratch per thread O(C * (K + V + C) + chunks * K * V) floats. FLOPs per step and
-// head, forward: C K + C V + 4 K V (causal halves counted), backward ~ 3 C K + 2 C V +
-// 10 K V (with the state recomputation).
+// head, forward: C K + C V + 4 K V (causal halves counted), backward 3 C K + 2 C V +
+// 10 K V as done here (2 C (K + V) + 8 K V without recomputing A and the states).
+// Measured (B=2, H=8, T=4096, K=V=64, fp32, 2 threads, AVX-512, shared machine, sgemm
+// timed in the same rounds): forward + backward ~80-150 ms, median 71% of the sgemm rate
+// on the FLOPs done here (61% on the minimal count); forward alone 73%.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -132,10 +137,41 @@ void gemm_tn(int64_t M, int64_t N, int64_t Kd, const float* A, int64_t lda, cons
   gemm_strided(M, N, Kd, A, 1, lda, B, ldb, C, ldc, acc, tri, false);
 }
 
+#if defined(SPIKEOPS_ISA_avx2) || defined(SPIKEOPS_ISA_avx512)
+// One 8 x 8 block: unpack pairs of rows, shuffle quads, swap 128-bit halves.
+SPIKEOPS_INLINE void transpose8x8(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  __m256 r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    _mm256_storeu_ps(dst + i * ldd, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
+    _mm256_storeu_ps(dst + (i + 4) * ldd, _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
+  }
+}
+#endif
+
 // dst [cols, ldd] = src [rows, lds]^T for rows x cols values.
 void transpose(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst,
                int64_t ldd) {
-  for (int64_t i = 0; i < rows; ++i)
+  int64_t i0 = 0;
+#if defined(SPIKEOPS_ISA_avx2) || defined(SPIKEOPS_ISA_avx512)
+  for (; i0 + 8 <= rows; i0 += 8) {
+    int64_t j = 0;
+    for (; j + 8 <= cols; j += 8) transpose8x8(src + i0 * lds + j, lds, dst + j * ldd + i0, ldd);
+    for (; j < cols; ++j)
+      for (int64_t i = i0; i < i0 + 8; ++i) dst[j * ldd + i] = src[i * lds + j];
+  }
+#endif
+  for (int64_t i = i0; i < rows; ++i)
     for (int64_t j = 0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
 }
 
