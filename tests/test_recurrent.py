@@ -527,9 +527,9 @@ def test_cuda_rwkv_long_sequence_large_k():
 @pytest.mark.cuda
 def test_cuda_rwkv_deterministic_and_noncontiguous():
     td, tf, _, _ = rwkv_inputs(1, 1, 90, device="cuda")   # C = 90, as k and v below
-    k = torch.randn(4, 200, 90, device="cuda").transpose(1, 2)
+    k = torch.randn(4, 90, 200, device="cuda").transpose(1, 2)   # [B=4, T=200, C=90] views
     v = torch.randn(4, 90, 200, device="cuda").transpose(1, 2)
-    g = torch.randn(4, 90, 200, device="cuda")
+    g = torch.randn(4, 200, 90, device="cuda")
     _, g1 = run_grads(rwkv4_wkv, (td, tf, k, v), g)
     _, g2 = run_grads(rwkv4_wkv, (td, tf, k, v), g)
     for a, b in zip(g1, g2):

@@ -402,3 +402,25 @@ def test_cuda_errors():
     big = torch.randn(1, 10, 1, 257, device="cuda")
     with pytest.raises(ValueError, match="D <= 256"):
         sliding_window_attn(big, big, big[..., :8], 3)
+
+
+@pytest.fixture(autouse=True)
+def _unvalidated_cuda_enabled(monkeypatch):
+    # These CUDA kernels crashed in their first GPU run (2026-11-23); the ops refuse CUDA
+    # tensors unless this is set, and the tests run them to find the crash.
+    monkeypatch.setenv("SPIKEOPS_UNVALIDATED_CUDA", "1")
+
+
+def test_unvalidated_cuda_guard(monkeypatch):
+    from types import SimpleNamespace
+
+    from spikeops import _extension
+    cuda_like = SimpleNamespace(is_cuda=True)
+    monkeypatch.delenv("SPIKEOPS_UNVALIDATED_CUDA")
+    for op in ("sliding_window_attn", "linear_scan"):
+        with pytest.raises(NotImplementedError, match=f"^{op}: the CUDA kernels crashed"):
+            _extension.check_cuda_validated(op, cuda_like)
+    _extension.check_cuda_validated("ssa", cuda_like)          # validated ops pass
+    _extension.check_cuda_validated("sliding_window_attn", SimpleNamespace(is_cuda=False))
+    monkeypatch.setenv("SPIKEOPS_UNVALIDATED_CUDA", "1")
+    _extension.check_cuda_validated("sliding_window_attn", cuda_like)
