@@ -44,7 +44,7 @@ gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr ' ' '-' |
 # shellcheck disable=SC2086
 for op in ${BENCH_OPS:-all}; do
   [ "$op" = all ] && op=""
-  timeout ${BENCH_TIMEOUT:-240} .venv/bin/python -m spikeops bench --device cuda ${op:+--op "$op"} \
+  timeout ${BENCH_TIMEOUT:-240} .venv/bin/python -m spikeops bench --device cuda ${BENCH_ARGS:-} ${op:+--op "$op"} \
     --json "$OUT/$gpu-$(date +%F)${op:+-$op}.json" >"$OUT/bench${op:+-$op}.log" 2>&1
   echo "bench $op rc=$?"; sed -n '/^┏/,$p' "$OUT/bench${op:+-$op}.log" | tail -25
 done

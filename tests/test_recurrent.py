@@ -125,18 +125,20 @@ def test_rwkv_noncontiguous(cpu_isa):
 
 
 @native
-def test_rwkv_deterministic_over_threads():
-    inputs = rwkv_inputs(5, 40, 70)
-    g = torch.randn(5, 40, 70)
+@pytest.mark.parametrize("shape", [(5, 40, 70), (1, 30, 40)])  # the second: narrow tasks
+def test_rwkv_deterministic_over_threads(shape):
+    inputs = rwkv_inputs(*shape)
+    g = torch.randn(shape)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        _, g1 = run_grads(rwkv4_wkv, inputs, g)
+        o1, g1 = run_grads(rwkv4_wkv, inputs, g)
         torch.set_num_threads(2)
-        _, g2 = run_grads(rwkv4_wkv, inputs, g)
+        o2, g2 = run_grads(rwkv4_wkv, inputs, g)
         _, g3 = run_grads(rwkv4_wkv, inputs, g)
     finally:
         torch.set_num_threads(before)
+    assert torch.equal(o1, o2)
     for a, b, c in zip(g1, g2, g3):
         assert torch.equal(a, b) and torch.equal(b, c)
 
@@ -525,9 +527,9 @@ def test_cuda_rwkv_long_sequence_large_k():
 @pytest.mark.cuda
 def test_cuda_rwkv_deterministic_and_noncontiguous():
     td, tf, _, _ = rwkv_inputs(1, 1, 90, device="cuda")   # C = 90, as k and v below
-    k = torch.randn(4, 200, 90, device="cuda").transpose(1, 2)
+    k = torch.randn(4, 90, 200, device="cuda").transpose(1, 2)   # [B=4, T=200, C=90] views
     v = torch.randn(4, 90, 200, device="cuda").transpose(1, 2)
-    g = torch.randn(4, 90, 200, device="cuda")
+    g = torch.randn(4, 200, 90, device="cuda")
     _, g1 = run_grads(rwkv4_wkv, (td, tf, k, v), g)
     _, g2 = run_grads(rwkv4_wkv, (td, tf, k, v), g)
     for a, b in zip(g1, g2):

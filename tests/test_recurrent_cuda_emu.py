@@ -75,6 +75,11 @@ def lib(tmp_path_factory):
     if cxx is None:
         pytest.skip("g++ not found: CUDA emulation skipped")
     out = tmp_path_factory.mktemp("cuda_emu")
+    probe = out / "probe.cpp"
+    probe.write_text("#include <barrier>\nint main() { std::barrier<> b(1); b.arrive_and_wait(); }\n")
+    if subprocess.run([cxx, "-std=c++20", "-fsyntax-only", str(probe)],
+                      capture_output=True).returncode != 0:
+        pytest.skip(f"{cxx} has no C++20 <barrier>: CUDA emulation skipped")
     src = out / "src"
     shutil.copytree(ROOT / "csrc" / "common", src / "common")
     for fam in ("neurons", "recurrent"):

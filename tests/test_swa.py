@@ -136,6 +136,12 @@ def test_forward_matches_full_causal_attention():
 
 
 @native
+def test_huge_window_is_full_causal(cpu_isa):
+    q, k, v = inputs(1, 70, 2, 8, 8)
+    assert torch.equal(sliding_window_attn(q, k, v, 2 ** 40), sliding_window_attn(q, k, v, 70))
+
+
+@native
 def test_empty_and_zero_dims():
     for B, T, H in [(0, 5, 2), (2, 0, 2), (2, 5, 0)]:
         q, k, v = inputs(B, T, H, 8, 6)
@@ -231,6 +237,28 @@ def test_backward_deterministic_across_threads():
     for other in results[1:]:
         for a, b in zip(results[0], other):
             assert torch.equal(a, b)
+
+
+@native
+def test_backward_schemes_bit_identical(cpu_isa):
+    # With >= 2 heads per thread the CPU tasks own whole heads (forward: k, v converted
+    # once; backward: one key-major sweep, dq summed per head), with fewer they own tiles
+    # (backward: a query-tile pass and a key-tile pass): the same sums in the same order,
+    # so one head's results must not depend on how many heads come with it.
+    q, k, v = inputs(1, 200, 6, 24, 20)
+    g = torch.randn(1, 200, 6, 20)
+    fn = lambda a, b, c: sliding_window_attn(a, b, c, 90)  # noqa: E731
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        out, full = grads(fn, (q, k, v), g)                   # 6 heads: per-head tasks
+        for h in (0, 5):
+            sl = slice(h, h + 1)
+            o1, one = grads(fn, (q[:, :, sl], k[:, :, sl], v[:, :, sl]), g[:, :, sl])  # tiles
+            for a, b in zip([out] + full, [o1] + one):
+                assert torch.equal(a[:, :, sl], b)
+    finally:
+        torch.set_num_threads(before)
 
 
 # ---- errors ---------------------------------------------------------------------------------
@@ -374,3 +402,25 @@ def test_cuda_errors():
     big = torch.randn(1, 10, 1, 257, device="cuda")
     with pytest.raises(ValueError, match="D <= 256"):
         sliding_window_attn(big, big, big[..., :8], 3)
+
+
+@pytest.fixture(autouse=True)
+def _unvalidated_cuda_enabled(monkeypatch):
+    # These CUDA kernels crashed in their first GPU run (2026-11-23); the ops refuse CUDA
+    # tensors unless this is set, and the tests run them to find the crash.
+    monkeypatch.setenv("SPIKEOPS_UNVALIDATED_CUDA", "1")
+
+
+def test_unvalidated_cuda_guard(monkeypatch):
+    from types import SimpleNamespace
+
+    from spikeops import _extension
+    cuda_like = SimpleNamespace(is_cuda=True)
+    monkeypatch.delenv("SPIKEOPS_UNVALIDATED_CUDA")
+    for op in ("sliding_window_attn", "linear_scan"):
+        with pytest.raises(NotImplementedError, match=f"^{op}: the CUDA kernels crashed"):
+            _extension.check_cuda_validated(op, cuda_like)
+    _extension.check_cuda_validated("ssa", cuda_like)          # validated ops pass
+    _extension.check_cuda_validated("sliding_window_attn", SimpleNamespace(is_cuda=False))
+    monkeypatch.setenv("SPIKEOPS_UNVALIDATED_CUDA", "1")
+    _extension.check_cuda_validated("sliding_window_attn", cuda_like)

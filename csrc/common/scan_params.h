@@ -46,6 +46,21 @@ struct ScanParams {
   float* dv = nullptr;            // [rows, Hq, V] fp32, per query head
   float* dg = nullptr;            // g's shape fp32; for gamma [N, Hq] per-sequence sums
   float* dh0 = nullptr;           // [N, Hq, K, V] or nullptr
+
+  // Device backends only (ScanBackend::device_chunk > 0; the CPU path leaves them unset):
+  // csrc/ops/scan.cpp fills them because a kernel on the device cannot read the host
+  // arrays row0 / len above. dev_seq holds, in device memory, 4 * N + total_chunks int64:
+  // row0[N] | len[N] | slot0[N] (first state slot of sequence n: sequence n owns slots
+  // slot0[n] .. slot0[n] + chunks_n, chunks_n = ceil(len[n] / dev_chunk)) | chunk0[N]
+  // (index of its first chunk in the flattened chunk list) | seq_of_chunk[total_chunks].
+  // ws is device scratch of ws_floats floats (layout: csrc/cuda/scan/scan_kernels.cuh).
+  const int64_t* dev_seq = nullptr;
+  int64_t dev_chunk = 0;          // the device kernels' chunk length
+  int64_t total_chunks = 0;       // sum_n chunks_n
+  int64_t state_slots = 0;        // sum_n (chunks_n + 1)
+  int64_t rows = 0;               // B * T
+  float* ws = nullptr;
+  int64_t ws_floats = 0;
 };
 
 }  // namespace spikeops

@@ -29,6 +29,8 @@ namespace cpu {
   void swa_dkdv_tile(const SWAParams&, int64_t, int64_t);                      \
   void scan_forward_task(const ScanParams&, int64_t, int64_t);                 \
   void scan_backward_task(const ScanParams&, int64_t, int64_t);                \
+  void swa_backward_head(const SWAParams&, int64_t);                           \
+  void swa_forward_head(const SWAParams&, int64_t);                            \
   void sparse_conv_rows(const SparseConvParams&, int64_t, int64_t);            \
   void sparse_conv_rows_skip(const SparseConvParams&, int64_t, int64_t);       \
   void sparse_conv_wgrad(const SparseConvParams&, const int32_t*, const int32_t*, int64_t, \
@@ -66,7 +68,8 @@ const RecurrentKernels kRecurrentKernels[] = {SPIKEOPS_RECURRENT_KERNELS(scalar)
                                               SPIKEOPS_RECURRENT_KERNELS(avx512)};
 #undef SPIKEOPS_RECURRENT_KERNELS
 #define SPIKEOPS_SWA_KERNELS(ns) \
-  { ns::swa_tile, ns::swa_forward_tile, ns::swa_dq_tile, ns::swa_dkdv_tile }
+  { ns::swa_tile, ns::swa_forward_tile, ns::swa_dq_tile, ns::swa_dkdv_tile, \
+    ns::swa_backward_head, ns::swa_forward_head }
 const SWAKernels kSWAKernels[] = {
     SPIKEOPS_SWA_KERNELS(scalar), SPIKEOPS_SWA_KERNELS(avx2), SPIKEOPS_SWA_KERNELS(avx512)};
 #undef SPIKEOPS_SWA_KERNELS

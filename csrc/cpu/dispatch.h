@@ -79,6 +79,11 @@ struct SWAKernels {
   void (*forward_tile)(const SWAParams&, int64_t bh, int64_t q0);  // o, lse of the rows
   void (*dq_tile)(const SWAParams&, int64_t bh, int64_t q0);       // delta, dq of the rows
   void (*dkdv_tile)(const SWAParams&, int64_t bh, int64_t k0);     // dk, dv of the key rows
+  // The whole backward of head bh (delta, dq, dk, dv) in one sweep, bit-identical to
+  // dq_tile over its query tiles followed by dkdv_tile over its key tiles.
+  void (*backward_head)(const SWAParams&, int64_t bh);
+  // The whole forward of head bh, bit-identical to forward_tile over its query tiles.
+  void (*forward_head)(const SWAParams&, int64_t bh);
 };
 const SWAKernels& swa_kernels();  // of the active ISA
 

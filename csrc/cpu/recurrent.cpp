@@ -17,13 +17,19 @@ namespace {
 
 constexpr int64_t kRwkvChannels = 64;  // channels per RWKV task (the kernel's block)
 
+// RWKV tasks: (batch row, channel block). Blocks of 64 channels, narrowed to 32 or 16 (one
+// AVX-512 vector) when that is needed to give every thread two tasks (small B * C, as in
+// inference); each channel's arithmetic does not depend on the split.
 template <typename Fn>
 void rwkv_tasks(const RWKVParams& p, Fn fn) {
-  const int64_t cb = (p.C + kRwkvChannels - 1) / kRwkvChannels;
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  int64_t width = kRwkvChannels;
+  while (width > 16 && p.B * ((p.C + width - 1) / width) < 2 * threads) width /= 2;
+  const int64_t cb = (p.C + width - 1) / width;
   at::parallel_for(0, p.B * cb, 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      const int64_t c0 = (i % cb) * kRwkvChannels;
-      fn(p, i / cb, c0, std::min(p.C, c0 + kRwkvChannels));
+      const int64_t c0 = (i % cb) * width;
+      fn(p, i / cb, c0, std::min(p.C, c0 + width));
     }
   });
 }

@@ -6,7 +6,9 @@
 #include <c10/core/DeviceGuard.h>
 
 #include <cmath>
+#include <algorithm>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "ops/common.h"
@@ -163,6 +165,45 @@ Tensor alloc(const ScanBackend& be, at::IntArrayRef sizes, const at::TensorOptio
   return t;
 }
 
+// Device backends (be.device_chunk > 0): the sequence table in device memory and the
+// kernels' scratch (csrc/common/scan_params.h). The returned tensors must outlive the
+// launches; they do, being freed after be.forward / be.backward returns (the caching
+// allocator reuses them only for work queued later on the same stream).
+std::pair<Tensor, Tensor> device_fields(const ScanBackend& be, const Setup& s, ScanParams& p,
+                                        const Tensor& like, bool backward) {
+  if (be.device_chunk <= 0) return {};
+  const int64_t C = be.device_chunk, N = s.N;
+  std::vector<int64_t> nc(static_cast<size_t>(N));
+  int64_t total = 0, slots = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    nc[size_t(n)] = (s.len[size_t(n)] + C - 1) / C;
+    total += nc[size_t(n)];
+    slots += nc[size_t(n)] + 1;
+  }
+  Tensor host = at::empty({4 * N + total}, at::TensorOptions().dtype(at::kLong));
+  int64_t* h = host.data_ptr<int64_t>();
+  int64_t slot = 0, chunk = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    h[n] = s.row0[size_t(n)];
+    h[N + n] = s.len[size_t(n)];
+    h[2 * N + n] = slot;
+    h[3 * N + n] = chunk;
+    for (int64_t c = 0; c < nc[size_t(n)]; ++c) h[4 * N + chunk + c] = n;
+    slot += nc[size_t(n)] + 1;
+    chunk += nc[size_t(n)];
+  }
+  Tensor dev = host.to(like.device());
+  p.dev_seq = dev.data_ptr<int64_t>();
+  p.dev_chunk = C;
+  p.total_chunks = total;
+  p.state_slots = slots;
+  p.rows = s.B * s.T;
+  p.ws_floats = be.workspace_floats ? be.workspace_floats(p, backward) : 0;
+  Tensor ws = at::empty({std::max<int64_t>(p.ws_floats, 1)}, like.options().dtype(at::kFloat));
+  p.ws = ws.data_ptr<float>();
+  return {dev, ws};
+}
+
 }  // namespace
 
 std::tuple<Tensor, Tensor> linear_scan_fwd(const ScanBackend& be, const Tensor& q,
@@ -183,6 +224,7 @@ std::tuple<Tensor, Tensor> linear_scan_fwd(const ScanBackend& be, const Tensor& 
   ScanParams p = params(s, scale, chunk_size == 0 ? 1 : std::min(chunk_size, kMaxChunk));
   p.o = o.data_ptr();
   p.ht = output_final_state ? ht.data_ptr<float>() : nullptr;
+  const auto keep = device_fields(be, s, p, q, /*backward=*/false);
   be.forward(p);
   return {o, ht};
 }
@@ -229,6 +271,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> linear_scan_bwd(
     p.dv = dv.data_ptr<float>();
     p.dg = dg.defined() ? dg.data_ptr<float>() : nullptr;
     p.dh0 = dh0.defined() ? dh0.data_ptr<float>() : nullptr;
+    const auto keep = device_fields(be, s, p, q, /*backward=*/true);
     be.backward(p);
   }
   // Query-head gradients of k and v summed over each kv head's group, then the dtypes.

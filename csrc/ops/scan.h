@@ -15,6 +15,11 @@ struct ScanBackend {
   void (*forward)(const ScanParams&);   // o (and ht when set)
   void (*backward)(const ScanParams&);  // dq, dk, dv (fp32, per query head), dg, dh0
   at::Tensor (*empty)(at::IntArrayRef sizes, const at::TensorOptions& options) = nullptr;
+  // > 0: a device backend whose kernels run chunks of this length and want the device
+  // fields of ScanParams (dev_seq, ws: csrc/common/scan_params.h); the size of ws comes
+  // from workspace_floats(params, backward). 0 (the CPU): host row0 / len only.
+  int64_t device_chunk = 0;
+  int64_t (*workspace_floats)(const ScanParams&, bool backward) = nullptr;
 };
 
 // Returns (o [B, T, Hq, V] in q's dtype, final_state [N, Hq, K, V] fp32, or an empty

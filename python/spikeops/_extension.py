@@ -24,3 +24,19 @@ AVAILABLE = _C is not None
 
 def has_cuda_kernels() -> bool:
     return AVAILABLE and bool(_C.build_info()["cuda"])
+
+
+# CUDA kernels that crashed (segfault) in their first GPU test run (H100, 2026-11-23) and
+# are not yet fixed: the ops refuse CUDA tensors unless SPIKEOPS_UNVALIDATED_CUDA=1 (the
+# CUDA tests set it, to debug them on the next GPU). See README "Status".
+UNVALIDATED_CUDA_OPS = frozenset({"sliding_window_attn", "linear_scan"})
+
+
+def check_cuda_validated(op: str, t) -> None:
+    import os
+
+    if (op in UNVALIDATED_CUDA_OPS and getattr(t, "is_cuda", False)
+            and os.environ.get("SPIKEOPS_UNVALIDATED_CUDA") != "1"):
+        raise NotImplementedError(
+            f"{op}: the CUDA kernels crashed in their first GPU test run and are disabled "
+            "until fixed (run on the CPU, or set SPIKEOPS_UNVALIDATED_CUDA=1 to try them)")

@@ -34,7 +34,7 @@ using cuda_neuron::fmul;
 using cuda_neuron::fsub;
 
 constexpr int kLanes = 32;   // features per block
-constexpr int kGroups = 8;   // token groups per block
+constexpr int kGroups = 16;  // token groups per block (more loads in flight per block)
 constexpr int kThreads = kLanes * kGroups;
 
 // One LIF step (hard reset to 0, decay_input): the reference's

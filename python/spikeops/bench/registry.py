@@ -15,7 +15,8 @@ from typing import Callable
 import torch
 
 # Family modules under spikeops.bench; a new family adds its module name here.
-FAMILIES: tuple[str, ...] = ("neurons", "nm", "attention", "recurrent", "swa", "sparse")
+FAMILIES: tuple[str, ...] = ("neurons", "nm", "attention", "recurrent", "swa", "scan",
+                             "sparse")
 
 # The variants every row reports, in table order; "spikeops" is the one compared to the rest.
 VARIANTS: tuple[str, ...] = ("spikeops", "reference", "reference_compiled", "peer")

@@ -108,7 +108,7 @@ def _entry(name: str, shape: Shape, quick: Shape, dtype: torch.dtype, backward: 
 
 _CPU = (2, 4096, 8, 64, 512)
 _CPU_QUICK = (1, 1024, 4, 64, 256)
-_GPU = (4, 8192, 16, 128, 1024)
+_GPU = (2, 8192, 16, 128, 1024)
 _GPU_QUICK = (2, 2048, 8, 64, 512)
 _entry("swa_fwd_fp32", _CPU, _CPU_QUICK, torch.float32, False, ("cpu",))
 _entry("swa_fwd_bwd_fp32", _CPU, _CPU_QUICK, torch.float32, True, ("cpu",))

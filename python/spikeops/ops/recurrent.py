@@ -198,6 +198,7 @@ def _register():
         return _dense(q), _dense(k), _dense(v)
 
     def sdsa_setup(ctx, inputs, output):
+        ctx.set_materialize_grads(False)  # h_seq's gradient: None, not a zeros tensor
         q, k, v = inputs[:3]
         ctx.save_for_backward(q, k, v, output[1])
         ctx.args = inputs[3:]
@@ -205,8 +206,8 @@ def _register():
 
     def sdsa_backward(ctx, grad_out, _grad_h):
         q, k, v, h = ctx.saved_tensors
-        if grad_out is None:
-            grad_out = torch.zeros_like(q)
+        if grad_out is None:  # only h_seq was used: nothing flows back
+            return (None,) * 8
         gq, gk, gv = torch.ops.spikeops.sdsa_bwd.default(grad_out, q, k, v, h, *ctx.args)
         return (gq, gk, gv) + (None,) * 5
 

@@ -120,6 +120,7 @@ def _scan(q, k, v, g, g_gamma, gk, scale, initial_state, output_final_state, cu_
             raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
     if not _native() or torch.float64 in (q.dtype, k.dtype, v.dtype):
         return reference()
+    _extension.check_cuda_validated("linear_scan", q)
     if q.dim() != 4:
         raise ValueError(f"q: expected 4 dims [B, T, H, D], got shape {tuple(q.shape)}")
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)

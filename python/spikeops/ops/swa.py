@@ -88,6 +88,7 @@ def sliding_window_attn(q, k, v, window, scale=None):
     if not _native():
         _check_qkv(q, k, v, window, scale)
         return ref.sliding_window_attn_ref(q, k, v, window, scale)
+    _extension.check_cuda_validated("sliding_window_attn", q)
     o, _ = torch.ops.spikeops.swa_fwd.default(q, k, v, window, scale)
     return o
 
