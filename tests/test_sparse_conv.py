@@ -323,8 +323,7 @@ def test_opcheck():
     torch.library.opcheck(torch.ops.spikeops.sparse_conv_map.default,
                           (idx, [8, 7, 6], 2, [3], [1], [0], [1], True))
     torch.library.opcheck(torch.ops.spikeops.sparse_conv_map.default,
-                          (idx, [8, 7, 6], 2, [3, 3, 3], [2, 2, 2], [1, 1, 1], [1, 1, 1], False),
-                          test_utils=("test_schema", "test_autograd_registration"))
+                          (idx, [8, 7, 6], 2, [3, 3, 3], [2, 2, 2], [1, 1, 1], [1, 1, 1], False))
     _, _, nb = sc.conv_map(idx, (8, 7, 6), 2, 3, 1, 0, 1, True)
     torch.library.opcheck(torch.ops.spikeops.sparse_map_transpose.default, (nb, idx.shape[0]))
     for spikes in (-1, 0, 1):
