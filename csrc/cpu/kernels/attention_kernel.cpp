@@ -321,13 +321,27 @@ int head_rows(const SSAParams& p, int64_t g, int64_t n0, int64_t n1, float* rows
         const int64_t col = c + j * kWidth;
         if (col >= Dv) break;
         const int lanes = int(std::min<int64_t>(kWidth, Dv - col));
-        if (rows)
+        if (rows) {
           store_any(rows, (n - n0) * Dv + col, DType::kFloat32, acc[j] * scale, lanes);
-        else
-          store_any(oh, n * Dv + col, DT, acc[j] * scale, lanes);
+          continue;
+        }
+#if defined(SPIKEOPS_ISA_avx512)
+        // fp32 output is a third of the bytes this op moves: full aligned vectors bypass
+        // the cache (no read-for-ownership of lines the op overwrites whole).
+        float* dst = reinterpret_cast<float*>(oh) + n * Dv + col;
+        if (DT == DType::kFloat32 && lanes == kWidth &&
+            (reinterpret_cast<uintptr_t>(dst) & 63) == 0) {
+          _mm512_stream_ps(dst, (acc[j] * scale).v);
+          continue;
+        }
+#endif
+        store_any(oh, n * Dv + col, DT, acc[j] * scale, lanes);
       }
     }
   }
+#if defined(SPIKEOPS_ISA_avx512)
+  _mm_sfence();  // streaming stores are visible before the task ends
+#endif
   if (q_bad) status = kSsaBadQ;  // q is reported first
   return status;
 }
