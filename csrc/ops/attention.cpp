@@ -34,14 +34,8 @@ Tensor run_ssa(const SSABackend& be, const Tensor& q, const Tensor& k, const Ten
                                               q.sizes().slice(0, q.dim() - 1),
                     "v: expected shape [..., N, Dv] with [...] and N as in q ", q.sizes(),
                     ", got ", v.sizes());
-  TORCH_CHECK_VALUE(k.device() == q.device(), "k: expected device ", q.device(),
-                    " (that of q), got ", k.device());
-  TORCH_CHECK_VALUE(v.device() == q.device(), "v: expected device ", q.device(),
-                    " (that of q), got ", v.device());
-  TORCH_CHECK_TYPE(k.scalar_type() == q.scalar_type(), "k: dtype ", k.scalar_type(),
-                   " differs from q's ", q.scalar_type());
-  TORCH_CHECK_TYPE(v.scalar_type() == q.scalar_type(), "v: dtype ", v.scalar_type(),
-                   " differs from q's ", q.scalar_type());
+  check_matches_q(k, "k", q);
+  check_matches_q(v, "v", q);
   c10::DeviceGuard guard(q.device());
   std::vector<int64_t> out_shape(v.sizes().begin(), v.sizes().end());
   Tensor out = be.empty ? be.empty(out_shape, q.options()) : at::empty(out_shape, q.options());

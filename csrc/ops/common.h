@@ -31,4 +31,12 @@ inline DType float_dtype(const at::Tensor& t, const char* name, const char* what
   }
 }
 
+// `t` (argument `name`) must be on q's device and share q's dtype.
+inline void check_matches_q(const at::Tensor& t, const char* name, const at::Tensor& q) {
+  TORCH_CHECK_VALUE(t.device() == q.device(), name, ": expected device ", q.device(),
+                    " (that of q), got ", t.device());
+  TORCH_CHECK_TYPE(t.scalar_type() == q.scalar_type(), name, ": dtype ", t.scalar_type(),
+                   " differs from q's ", q.scalar_type());
+}
+
 }  // namespace spikeops

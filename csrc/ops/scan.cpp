@@ -58,12 +58,8 @@ Setup check(const Tensor& q, const Tensor& k, const Tensor& v, const OptTensor& 
                     s.B, ", ", s.T, ", ", s.Hkv, ", V] to match k ", k.sizes(), ", got ",
                     v.sizes());
   s.V = v.size(3);
-  for (const auto& [t, name] : {std::pair<const Tensor&, const char*>{k, "k"}, {v, "v"}}) {
-    TORCH_CHECK_TYPE(t.scalar_type() == q.scalar_type(), name, ": dtype ", t.scalar_type(),
-                     " differs from q's ", q.scalar_type());
-    TORCH_CHECK_VALUE(t.device() == q.device(), name, ": expected device ", q.device(),
-                      " (that of q), got ", t.device());
-  }
+  check_matches_q(k, "k", q);
+  check_matches_q(v, "v", q);
   const int given = int(g.has_value()) + int(g_gamma.has_value()) + int(gk.has_value());
   TORCH_CHECK_VALUE(given <= 1, "g, g_gamma: give at most one of them");
   if (g.has_value() || g_gamma.has_value() || gk.has_value()) {

@@ -36,14 +36,8 @@ void check_qkv(const Tensor& q, const Tensor& k, const Tensor& v, int64_t window
                     ", got ", v.sizes());
   TORCH_CHECK_VALUE(window >= 1, "window: expected an int >= 1, got ", window);
   TORCH_CHECK_VALUE(std::isfinite(scale), "scale: expected a finite number, got ", scale);
-  TORCH_CHECK_VALUE(k.device() == q.device(), "k: expected device ", q.device(),
-                    " (that of q), got ", k.device());
-  TORCH_CHECK_VALUE(v.device() == q.device(), "v: expected device ", q.device(),
-                    " (that of q), got ", v.device());
-  TORCH_CHECK_TYPE(k.scalar_type() == q.scalar_type(), "k: dtype ", k.scalar_type(),
-                   " differs from q's ", q.scalar_type());
-  TORCH_CHECK_TYPE(v.scalar_type() == q.scalar_type(), "v: dtype ", v.scalar_type(),
-                   " differs from q's ", q.scalar_type());
+  check_matches_q(k, "k", q);
+  check_matches_q(v, "v", q);
   p.B = q.size(0);
   p.T = q.size(1);
   p.H = q.size(2);

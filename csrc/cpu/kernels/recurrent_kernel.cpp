@@ -46,6 +46,7 @@
 
 #include "common/recurrent_params.h"
 #include "cpu/kernels/simd.h"
+#include "cpu/kernels/surrogate.h"
 
 namespace spikeops {
 namespace cpu {
@@ -238,44 +239,6 @@ namespace {
 
 constexpr int kAcc = 4;  // accumulator vectors per feature chunk
 
-// dS/du of the surrogate at u = H - threshold (python/spikeops/ref/surrogate.py); the
-// same formulas as csrc/cpu/kernels/neurons_kernel.cpp, whose copy is file-local.
-SPIKEOPS_INLINE VecF sdsa_surrogate(Surrogate sg, VecF u, VecF alpha) {
-  const VecF one(1.f), zero(0.f), half(0.5f);
-  switch (sg) {
-    case Surrogate::kSigmoid: {
-      VecF s = one / (one + vexp(zero - alpha * u));
-      return alpha * s * (one - s);
-    }
-    case Surrogate::kATan: {
-      VecF z = VecF(1.57079632679489662f) * alpha * u;
-      return alpha * half / (one + z * z);
-    }
-    case Surrogate::kPiecewiseQuadratic: {
-      VecF au = vabs(u);
-      return select(le(au, one / alpha), alpha - alpha * alpha * au, zero);
-    }
-    case Surrogate::kPiecewiseExp: return alpha * half * vexp(zero - alpha * vabs(u));
-    case Surrogate::kSoftSign: {
-      VecF d = one + alpha * vabs(u);
-      return alpha / (VecF(2.f) * d * d);
-    }
-    case Surrogate::kSuperSpike: {
-      VecF d = alpha * vabs(u) + one;
-      return alpha / (d * d);
-    }
-    case Surrogate::kErf: {
-      VecF z = alpha * u;
-      return alpha * VecF(0.56418958354775628f) * vexp(zero - z * z);
-    }
-    case Surrogate::kRectangle: return select(lt(vabs(u), alpha * half), one / alpha, zero);
-    default: {  // triangle
-      VecF r = one - vabs(u) / alpha;
-      return vmax(zero, r) / alpha;
-    }
-  }
-}
-
 inline bool pow2(float f) {
   int e;
   return f > 0 && std::isfinite(f) && std::frexp(f, &e) == 0.5f;
@@ -380,7 +343,7 @@ void sdsa_backward(const SDSAParams& p, int64_t g, int64_t d0, int64_t d1) {
       const VecF g_v = load_f32(gv + j, m);
       VecF gs = load_f32(gsum + t * ld + j, m);
       if (!p.detach_reset) gs = vfma(g_v, zero - h, gs);
-      const VecF gh = vfma(gs, sdsa_surrogate(p.surrogate, u, alpha), g_v * (one - s));
+      const VecF gh = vfma(gs, surrogate_grad(p.surrogate, u, alpha), g_v * (one - s));
       const VecF gx = exact_inv ? gh * inv_tau : gh / tau;
       store_f32(gsum + t * ld + j, gx, m);
       store_f32(gv + j, gh - gx, m);

@@ -267,16 +267,7 @@ __global__ void __launch_bounds__(kFastThreads, 2)
 #pragma unroll
           for (int e = 0; e < out[j].num_elements; ++e) {
             float y = to_f32(from_f32<T>(__fmul_rn(out[j].x[e], p.scale)));
-            if (p.lif) {
-              const float v = membrane[j].x[e];
-              const float h = p.v_reset != 0.f
-                  ? __fadd_rn(v, __fdiv_rn(__fsub_rn(y, __fsub_rn(v, p.v_reset)), p.tau))
-                  : __fadd_rn(v, __fdiv_rn(__fsub_rn(y, v), p.tau));
-              const float s = __fsub_rn(h, p.v_threshold) >= 0.f ? 1.f : 0.f;
-              membrane[j].x[e] =
-                  __fadd_rn(__fmul_rn(__fsub_rn(1.f, s), h), __fmul_rn(s, p.v_reset));
-              y = s;
-            }
+            if (p.lif) y = lif_step(membrane[j].x[e], y, p);
             out[j].x[e] = y;
           }
           wmma::store_matrix_sync(stage + j * 16, out[j], kLdF, wmma::mem_row_major);

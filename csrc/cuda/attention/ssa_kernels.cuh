@@ -52,6 +52,17 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(flo
 
 __device__ __forceinline__ bool not_binary(float x) { return !(x == 0.f || x == 1.f); }
 
+// One attention-LIF step on attention value y (already rounded to the dtype): updates the
+// membrane v and returns the spike, each fp32 op rounded as the reference's.
+__device__ __forceinline__ float lif_step(float& v, float y, const SSAParams& p) {
+  const float h = p.v_reset != 0.f
+                      ? __fadd_rn(v, __fdiv_rn(__fsub_rn(y, __fsub_rn(v, p.v_reset)), p.tau))
+                      : __fadd_rn(v, __fdiv_rn(__fsub_rn(y, v), p.tau));
+  const float s = __fsub_rn(h, p.v_threshold) >= 0.f ? 1.f : 0.f;
+  v = __fadd_rn(__fmul_rn(__fsub_rn(1.f, s), h), __fmul_rn(s, p.v_reset));
+  return s;
+}
+
 // Shared-memory layout (bytes), every section 128-byte aligned.
 struct Layout {
   int dp;                 // D rounded up to 16
@@ -265,15 +276,7 @@ __global__ void __launch_bounds__(kThreads)
         const int64_t n = r0 + warp * 16 + r;
         if (n >= N || c >= cols) continue;
         float y = to_f32(from_f32<T>(__fmul_rn(stage[i], p.scale)));
-        if (p.lif) {
-          float& v = membrane[n * mem_ld + mem_c0 + c];
-          const float h = p.v_reset != 0.f
-                              ? __fadd_rn(v, __fdiv_rn(__fsub_rn(y, __fsub_rn(v, p.v_reset)), p.tau))
-                              : __fadd_rn(v, __fdiv_rn(__fsub_rn(y, v), p.tau));
-          const float s = __fsub_rn(h, p.v_threshold) >= 0.f ? 1.f : 0.f;
-          v = __fadd_rn(__fmul_rn(__fsub_rn(1.f, s), h), __fmul_rn(s, p.v_reset));
-          y = s;
-        }
+        if (p.lif) y = lif_step(membrane[n * mem_ld + mem_c0 + c], y, p);
         *at_mut<T>(p.out, v_off + n * Dv + c0 + c) = from_f32<T>(y);
       }
       __syncwarp();
