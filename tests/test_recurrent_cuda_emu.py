@@ -9,9 +9,6 @@ through ctypes. Float only: the emulated bf16 / fp16 types do not round.
 from __future__ import annotations
 
 import ctypes
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,86 +16,16 @@ import torch
 from spikeops.ref.surrogate import SURROGATES
 
 from conftest import skip_unless
+from cuda_emu_support import build_emulation
 
-ROOT = Path(__file__).resolve().parents[1]
-EMU = Path(__file__).resolve().parent / "cuda_emu"
 native = skip_unless("extension")
-
-
-def _split_top(s):
-    out, depth, cur = [], 0, ""
-    for ch in s:
-        depth += ch in "(<["
-        depth -= ch in ")>]"
-        if ch == "," and depth == 0:
-            out.append(cur.strip())
-            cur = ""
-        else:
-            cur += ch
-    return out + [cur.strip()]
-
-
-def rewrite_launches(s: str) -> str:
-    """``name<targs>\\n <<<a, b, 0, stream>>>(p)`` -> ``emu_launch(name<targs>, dim3(a), dim3(b), p)``."""
-    while "<<<" in s:
-        i = s.index("<<<")
-        j = i - 1
-        while s[j].isspace():
-            j -= 1
-        if s[j] == ">":  # template arguments
-            depth = 0
-            while True:
-                depth += (s[j] == ">") - (s[j] == "<")
-                if depth == 0:
-                    break
-                j -= 1
-            j -= 1
-        while s[j].isalnum() or s[j] == "_":
-            j -= 1
-        kern = s[j + 1:i].strip()
-        e = s.index(">>>", i)
-        args = _split_top(s[i + 3:e])
-        k, depth = e + 3, 0
-        while True:
-            depth += (s[k] == "(") - (s[k] == ")")
-            if depth == 0:
-                break
-            k += 1
-        s = (s[:j + 1] + f"emu_launch({kern}, dim3({args[0]}), dim3({args[1]}), {s[e + 4:k]})"
-             + s[k + 1:])
-    return s
 
 
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
-    cxx = shutil.which("g++")
-    if cxx is None:
-        pytest.skip("g++ not found: CUDA emulation skipped")
-    out = tmp_path_factory.mktemp("cuda_emu")
-    probe = out / "probe.cpp"
-    probe.write_text("#include <barrier>\nint main() { std::barrier<> b(1); b.arrive_and_wait(); }\n")
-    if subprocess.run([cxx, "-std=c++20", "-fsyntax-only", str(probe)],
-                      capture_output=True).returncode != 0:
-        pytest.skip(f"{cxx} has no C++20 <barrier>: CUDA emulation skipped")
-    src = out / "src"
-    shutil.copytree(ROOT / "csrc" / "common", src / "common")
-    for fam in ("neurons", "recurrent"):
-        shutil.copytree(ROOT / "csrc" / "cuda" / fam, src / "cuda" / fam)
-        for f in list((src / "cuda" / fam).glob("*.cu")) + list((src / "cuda" / fam).glob("*.cuh")):
-            f.write_text(rewrite_launches(f.read_text()))
-    inc = out / "inc"
-    inc.mkdir()
-    for name in ("cuda_runtime.h", "cuda_fp16.h", "cuda_bf16.h"):
-        shutil.copy(EMU / name, inc / name)
-    shutil.copy(EMU / "cuda_runtime.h", inc / "cuda_runtime_api.h")
-    so = out / "libemu.so"
-    cmd = [cxx, "-std=c++20", "-O1", "-fPIC", "-shared", "-I", str(inc), "-I", str(src),
-           "-x", "c++", str(src / "cuda/recurrent/rwkv.cu"),
-           "-x", "c++", str(src / "cuda/recurrent/sdsa.cu"),
-           "-x", "c++", str(EMU / "driver.cpp"), "-o", str(so), "-lpthread"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return ctypes.CDLL(str(so))
+    return build_emulation(tmp_path_factory.mktemp("cuda_emu"), ("neurons", "recurrent"),
+                           ("cuda/recurrent/rwkv.cu", "cuda/recurrent/sdsa.cu"), "driver.cpp",
+                           "libemu")
 
 
 def _p(t):

@@ -4,7 +4,7 @@ machines without a GPU (tests/cuda_emu/cuda_runtime.h says what is emulated and 
 not: not timing, not the device's float arithmetic).
 
 The kernel sources are copied, their ``<<<...>>>`` launches rewritten into calls of
-``emu_launch`` (tests/test_recurrent_cuda_emu.py), compiled with g++ into a shared library
+``emu_launch`` (tests/cuda_emu_support.py), compiled with g++ into a shared library
 with tests/cuda_emu/scan_driver.cpp (which builds the device sequence table and workspace
 as csrc/ops/scan.cpp does) and called through ctypes. Float only: the emulated bf16 /
 fp16 types do not round.
@@ -12,19 +12,14 @@ fp16 types do not round.
 from __future__ import annotations
 
 import ctypes
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from conftest import skip_unless
-from test_recurrent_cuda_emu import rewrite_launches
+from cuda_emu_support import build_emulation
 
-ROOT = Path(__file__).resolve().parents[1]
-EMU = Path(__file__).resolve().parent / "cuda_emu"
 native = skip_unless("extension")
 
 DECAY = {None: 0, "g": 1, "g_gamma": 1, "gk": 2}
@@ -32,31 +27,9 @@ DECAY = {None: 0, "g": 1, "g_gamma": 1, "gk": 2}
 
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
-    cxx = shutil.which("g++")
-    if cxx is None:
-        pytest.skip("g++ not found: CUDA emulation skipped")
-    out = tmp_path_factory.mktemp("cuda_emu_scan")
-    src = out / "src"
-    shutil.copytree(ROOT / "csrc" / "common", src / "common")
-    for fam in ("neurons", "scan"):
-        shutil.copytree(ROOT / "csrc" / "cuda" / fam, src / "cuda" / fam)
-        for f in list((src / "cuda" / fam).glob("*.cu")) + list((src / "cuda" / fam).glob("*.cuh")):
-            f.write_text(rewrite_launches(f.read_text()))
-    inc = out / "inc"
-    inc.mkdir()
-    for name in ("cuda_runtime.h", "cuda_fp16.h", "cuda_bf16.h"):
-        shutil.copy(EMU / name, inc / name)
-    shutil.copy(EMU / "cuda_runtime.h", inc / "cuda_runtime_api.h")
-    so = out / "libemu_scan.so"
-    cmd = [cxx, "-std=c++20", "-O1", "-fPIC", "-shared", "-I", str(inc), "-I", str(src),
-           "-x", "c++", str(src / "cuda/scan/scan.cu"),
-           "-x", "c++", str(src / "cuda/scan/scan_f32.cu"),
-           "-x", "c++", str(src / "cuda/scan/scan_bf16.cu"),
-           "-x", "c++", str(src / "cuda/scan/scan_f16.cu"),
-           "-x", "c++", str(EMU / "scan_driver.cpp"), "-o", str(so), "-lpthread"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return ctypes.CDLL(str(so))
+    return build_emulation(tmp_path_factory.mktemp("cuda_emu_scan"), ("neurons", "scan"),
+                           ("cuda/scan/scan.cu", "cuda/scan/scan_f32.cu", "cuda/scan/scan_bf16.cu",
+                            "cuda/scan/scan_f16.cu"), "scan_driver.cpp", "libemu_scan")
 
 
 def _p(t):
