@@ -39,6 +39,7 @@ struct SparseConvParams {
   const int64_t* csr_ptr = nullptr;  // [N + 1]
   const int32_t* csr_idx = nullptr;
   const float* csr_val = nullptr;
+  bool csr_binary = false;           // every csr_val is 1 (binary spikes)
   // Weight gradient: g [M, Cout] fp32; dw [K, Cin, Cout] fp32 (written by the tasks).
   const float* g = nullptr;
   float* dw = nullptr;

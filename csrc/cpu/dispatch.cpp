@@ -33,10 +33,11 @@ namespace cpu {
   void swa_forward_head(const SWAParams&, int64_t);                            \
   void sparse_conv_rows(const SparseConvParams&, int64_t, int64_t);            \
   void sparse_conv_rows_skip(const SparseConvParams&, int64_t, int64_t);       \
-  void sparse_conv_wgrad(const SparseConvParams&, const int32_t*, const int32_t*, int64_t, \
-                         int64_t, int64_t, int64_t);                           \
-  void sparse_conv_wgrad_skip(const SparseConvParams&, const int32_t*, const int32_t*, \
-                              int64_t, int64_t, int64_t, int64_t);             \
+  void sparse_conv_wgrad_rows(const SparseConvParams&, int64_t, int64_t, float*, int64_t); \
+  void sparse_conv_wgrad_rows_skip(const SparseConvParams&, int64_t, int64_t, float*, int64_t); \
+  void sparse_csr_count(const float*, int64_t, int64_t, int64_t, int64_t*);    \
+  void sparse_csr_fill(const float*, int64_t, int64_t, int64_t, const int64_t*, int32_t*, \
+                       float*);                                                \
   }
 SPIKEOPS_DECLARE_ISA(scalar)
 SPIKEOPS_DECLARE_ISA(avx2)
@@ -79,8 +80,8 @@ const ScanKernels kScanKernels[] = {
     {avx512::scan_forward_task, avx512::scan_backward_task}};
 
 #define SPIKEOPS_SPARSE_CONV_KERNELS(ns) \
-  { ns::sparse_conv_rows, ns::sparse_conv_rows_skip, ns::sparse_conv_wgrad, \
-    ns::sparse_conv_wgrad_skip }
+  { ns::sparse_conv_rows, ns::sparse_conv_rows_skip, ns::sparse_conv_wgrad_rows, \
+    ns::sparse_conv_wgrad_rows_skip, ns::sparse_csr_count, ns::sparse_csr_fill }
 const SparseConvKernels kSparseConvKernels[] = {SPIKEOPS_SPARSE_CONV_KERNELS(scalar),
                                                 SPIKEOPS_SPARSE_CONV_KERNELS(avx2),
                                                 SPIKEOPS_SPARSE_CONV_KERNELS(avx512)};

@@ -96,15 +96,19 @@ struct ScanKernels {
 const ScanKernels& scan_kernels();  // of the active ISA
 
 // Sparse convolution kernels (csrc/cpu/kernels/sparse_conv_kernel.cpp); csrc/cpu/sparse_conv.cpp
-// splits the work: output rows [m0, m1) of the forward (dense GEMM or zero-skipping), and
-// dw[k, c0:c1, :] of the weight gradient over offset k's np pairs (pin[q] -> pout[q]).
+// splits the work over output rows [m0, m1): of the forward (dense GEMM or zero-skipping),
+// and of the weight gradient, which accumulates into a partial dw `part` [K, Cin, CoutPad]
+// per task. The CSR copy of spike features is built row range by row range.
 struct SparseConvKernels {
   void (*forward_rows)(const SparseConvParams&, int64_t m0, int64_t m1);
   void (*forward_rows_skip)(const SparseConvParams&, int64_t m0, int64_t m1);
-  void (*weight_grad)(const SparseConvParams&, const int32_t* pin, const int32_t* pout,
-                      int64_t np, int64_t k, int64_t c0, int64_t c1);
-  void (*weight_grad_skip)(const SparseConvParams&, const int32_t* pin, const int32_t* pout,
-                           int64_t np, int64_t k, int64_t c0, int64_t c1);
+  void (*weight_grad_rows)(const SparseConvParams&, int64_t m0, int64_t m1, float* part,
+                           int64_t part_row_stride);
+  void (*weight_grad_rows_skip)(const SparseConvParams&, int64_t m0, int64_t m1, float* part,
+                                int64_t part_row_stride);
+  void (*csr_count)(const float* x, int64_t C, int64_t r0, int64_t r1, int64_t* counts);
+  void (*csr_fill)(const float* x, int64_t C, int64_t r0, int64_t r1, const int64_t* ptr,
+                   int32_t* idx, float* val);
 };
 const SparseConvKernels& sparse_conv_kernels();  // of the active ISA
 

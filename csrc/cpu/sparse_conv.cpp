@@ -16,8 +16,9 @@
 //
 // Parallelisation: tables are filled over output rows (submanifold) or input rows (regular
 // conv: each (output row, offset) entry has exactly one possible writer, so no conflicts);
-// the convolution over blocks of output rows; the weight gradient over (offset, input-
-// channel range) tasks. No float atomics anywhere: results do not depend on the threads.
+// the convolution over blocks of output rows; the weight gradient over a fixed number of
+// output-row ranges (a function of the shapes), whose partial sums are added in range order.
+// No float atomics anywhere: results do not depend on the threads.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -367,59 +368,44 @@ Tensor sparse_map_transpose(const Tensor& nbmap, int64_t num_in) {
 Tensor as_f32(const Tensor& t) { return t.scalar_type() == at::kFloat ? t.contiguous()
                                                                        : t.to(at::kFloat).contiguous(); }
 
-// Whether to run the zero-skipping kernels: spikes 1 yes, 0 no, -1 when at most 1/ratio of
-// the entries of x (fp32, contiguous) are non-zero.
-bool use_skip(const Tensor& x, int64_t spikes, int64_t ratio) {
-  TORCH_CHECK_VALUE(spikes >= -1 && spikes <= 1, "spikes must be -1 (auto), 0 or 1, got ",
-                    spikes);
-  if (spikes != -1 || x.numel() == 0) return spikes == 1;
-  const float* xp = x.data_ptr<float>();
-  const int64_t total = x.numel();
-  const int64_t nz = at::parallel_reduce(
-      0, total, 1 << 16, int64_t(0),
-      [&](int64_t b0, int64_t e0, int64_t acc) {
-        for (int64_t i = b0; i < e0; ++i) acc += xp[i] != 0.f;
-        return acc;
-      },
-      [](int64_t a, int64_t c) { return a + c; });
-  return nz * ratio <= total;
-}
-
 // The non-zero entries of x [N, C] (fp32, contiguous) in CSR form for the zero-skipping
 // kernels: (row pointers int64 [N + 1], channels int32, values fp32), channels ascending.
+// Built only when the skipping path is chosen: spikes 1 always, 0 never, -1 (auto) when at
+// most 1/ratio of the entries are non-zero (counted in the same pass).
 struct Csr {
   Tensor ptr, idx, val;
+  bool used = false;
+  bool binary = false;  // every non-zero value is 1
 };
-Csr build_csr(const Tensor& x) {
+Csr spike_csr(const Tensor& x, int64_t spikes, int64_t ratio) {
+  TORCH_CHECK_VALUE(spikes >= -1 && spikes <= 1, "spikes must be -1 (auto), 0 or 1, got ",
+                    spikes);
+  Csr out;
+  if (spikes == 0 || x.numel() == 0) return out;
   const int64_t n = x.size(0), c = x.size(1);
   const float* xp = x.data_ptr<float>();
-  Csr out;
+  const auto& kern = cpu::sparse_conv_kernels();
   out.ptr = at::empty({n + 1}, x.options().dtype(at::kLong));
   int64_t* ptr = out.ptr.data_ptr<int64_t>();
   ptr[0] = 0;
-  at::parallel_for(0, n, 4096, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      int64_t cnt = 0;
-      for (int64_t j = 0; j < c; ++j) cnt += xp[i * c + j] != 0.f;
-      ptr[i + 1] = cnt;
-    }
-  });
+  at::parallel_for(0, n, 2048, [&](int64_t b, int64_t e) { kern.csr_count(xp, c, b, e, ptr + 1); });
   for (int64_t i = 0; i < n; ++i) ptr[i + 1] += ptr[i];
-  out.idx = at::empty({ptr[n] + 1}, x.options().dtype(at::kInt));
-  out.val = at::empty({ptr[n] + 1}, x.options());
+  if (spikes == -1 && ptr[n] * ratio > x.numel()) return out;
+  const int64_t slack = 16;  // whole-vector compressed stores
+  // Pooled: fresh pages would cost more in first-touch faults than filling them.
+  out.idx = cpu::pooled_empty({ptr[n] + slack}, x.options().dtype(at::kInt));
+  out.val = cpu::pooled_empty({ptr[n] + slack}, x.options());
   int32_t* idx = out.idx.data_ptr<int32_t>();
   float* val = out.val.data_ptr<float>();
-  at::parallel_for(0, n, 4096, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      int64_t q = ptr[i];
-      for (int64_t j = 0; j < c; ++j) {  // branch-free append (one slot of slack at the end)
-        const float v = xp[i * c + j];
-        idx[q] = int32_t(j);
-        val[q] = v;
-        q += v != 0.f;
-      }
-    }
+  std::atomic<bool> binary{true};
+  at::parallel_for(0, n, 2048, [&](int64_t b, int64_t e) {
+    kern.csr_fill(xp, c, b, e, ptr, idx, val);
+    bool local = true;
+    for (int64_t q = ptr[b]; q < ptr[e]; ++q) local &= val[q] == 1.f;
+    if (!local) binary.store(false);
   });
+  out.binary = binary.load();
+  out.used = true;
   return out;
 }
 
@@ -466,6 +452,8 @@ Tensor sparse_conv_fwd(const Tensor& features, const Tensor& nbmap, const Tensor
   check_nbmap_range(nc.data_ptr<int32_t>(), M * K, N, "nbmap");
   const Tensor x = as_f32(features);
   const int64_t pad = (Cout + 15) / 16 * 16;
+  const Csr csr = spike_csr(x, spikes, 4);
+  const bool skip = csr.used;
   Tensor wp = at::zeros({K, Cin, pad}, weight.options().dtype(at::kFloat));
   wp.narrow(2, 0, Cout).copy_(weight.permute({1, 2, 0}));
   SparseConvParams p;
@@ -480,13 +468,11 @@ Tensor sparse_conv_fwd(const Tensor& features, const Tensor& nbmap, const Tensor
   p.bias = b.defined() ? b.data_ptr<float>() : nullptr;
   p.out_dtype = float_dtype(features, "features");
   p.out = out.data_ptr();
-  const bool skip = use_skip(x, spikes, 4);
-  Csr csr;
   if (skip) {
-    csr = build_csr(x);
     p.csr_ptr = csr.ptr.data_ptr<int64_t>();
     p.csr_idx = csr.idx.data_ptr<int32_t>();
     p.csr_val = csr.val.data_ptr<float>();
+    p.csr_binary = csr.binary;
   }
   const auto& kern = cpu::sparse_conv_kernels();
   const int64_t rows = 96;
@@ -519,9 +505,6 @@ Tensor sparse_conv_wgrad(const Tensor& grad_out, const Tensor& features, const T
   const int32_t* nb = nc.data_ptr<int32_t>();
   check_nbmap_range(nb, M * K, N, "nbmap");
   const Tensor x = as_f32(features);
-  // Auto: at 10 % non-zero the dense register-tiled GEMM is still faster here (measured),
-  // so the skipping weight gradient is picked only below 1/32.
-  const bool skip = use_skip(x, spikes, 32);
   const int64_t pad = (Cout + 15) / 16 * 16;
   Tensor g = as_f32(grad_out);
   if (pad != Cout) {
@@ -529,18 +512,6 @@ Tensor sparse_conv_wgrad(const Tensor& grad_out, const Tensor& features, const T
     gp.narrow(1, 0, Cout).copy_(g);
     g = gp;
   }
-  // Pairs of each offset in output-row order.
-  std::vector<std::vector<int32_t>> pin(static_cast<size_t>(K)), pout(static_cast<size_t>(K));
-  at::parallel_for(0, K, 1, [&](int64_t j0, int64_t j1) {
-    for (int64_t j = j0; j < j1; ++j)
-      for (int64_t m = 0; m < M; ++m) {
-        const int32_t i = nb[m * K + j];
-        if (i >= 0) {
-          pin[size_t(j)].push_back(i);
-          pout[size_t(j)].push_back(int32_t(m));
-        }
-      }
-  });
   SparseConvParams p;
   p.M = M;
   p.K = K;
@@ -549,27 +520,44 @@ Tensor sparse_conv_wgrad(const Tensor& grad_out, const Tensor& features, const T
   p.CoutPad = pad;
   p.nbmap = nb;
   p.x = x.data_ptr<float>();
-  Csr csr;
+  const Csr csr = spike_csr(x, spikes, 4);
+  const bool skip = csr.used;
   if (skip) {
-    csr = build_csr(x);
     p.csr_ptr = csr.ptr.data_ptr<int64_t>();
     p.csr_idx = csr.idx.data_ptr<int32_t>();
     p.csr_val = csr.val.data_ptr<float>();
+    p.csr_binary = csr.binary;
   }
   p.g = g.data_ptr<float>();
-  p.dw = dw.data_ptr<float>();
-  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  const int64_t splits = std::max<int64_t>(1, std::min<int64_t>(Cin, (4 * threads + K - 1) / K));
-  const int64_t cstep = (Cin + splits - 1) / splits;
+  // Tasks own ranges of output rows and accumulate partial weight gradients, summed in task
+  // order at the end. The number of tasks depends on the shapes only (not on the threads),
+  // so the result is the same for any thread count.
+  // Partial rows padded by one vector: rows 256 B apart alias in the low address bits
+  // (4K aliasing between the scatter's loads and stores): ~8 % slower unpadded.
+  const int64_t ldp = pad + 16;
+  const int64_t part_elems = K * Cin * ldp;
+  int64_t tasks = std::min<int64_t>(16, std::max<int64_t>(1, (M + 4095) / 4096));
+  tasks = std::max<int64_t>(1, std::min<int64_t>(tasks, (int64_t(64) << 20) / (4 * part_elems)));
+  Tensor parts = at::zeros({tasks, part_elems}, x.options());
+  float* pp = parts.data_ptr<float>();
+  const int64_t step = (M + tasks - 1) / tasks;
   const auto& kern = cpu::sparse_conv_kernels();
-  at::parallel_for(0, K * splits, 1, [&](int64_t t0, int64_t t1) {
+  at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t j = t / splits, c0 = std::min(Cin, (t % splits) * cstep);
-      const int64_t c1 = std::min(Cin, c0 + cstep);
-      if (c0 < c1)
-        (skip ? kern.weight_grad_skip : kern.weight_grad)(p, pin[size_t(j)].data(), pout[size_t(j)].data(),
-                         int64_t(pin[size_t(j)].size()), j, c0, c1);
+      const int64_t m0 = std::min(M, t * step), m1 = std::min(M, m0 + step);
+      if (m0 < m1)
+        (skip ? kern.weight_grad_rows_skip : kern.weight_grad_rows)(p, m0, m1,
+                                                                    pp + t * part_elems, ldp);
     }
+  });
+  float* d = dw.data_ptr<float>();
+  at::parallel_for(0, K * Cin, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t o = 0; o < Cout; ++o) {
+        float acc = pp[r * ldp + o];
+        for (int64_t t = 1; t < tasks; ++t) acc += pp[t * part_elems + r * ldp + o];
+        d[r * Cout + o] = acc;
+      }
   });
   return dw.permute({2, 0, 1}).to(out_opts.dtype()).contiguous();
 }

@@ -11,24 +11,28 @@
 // each output row is written once. No atomics: results do not depend on the threads.
 //
 // Zero-skipping forward (conv_rows_skip) for spike features (binary or small integer
-// counts): the glue first copies the non-zero entries of x into CSR form (channel, value per
-// non-zero, ~8 bytes each instead of 4 * Cin bytes per row); then, offset by offset over the
-// same output blocks, each neighbour's non-zero terms accumulate count * w[k, c, :] (for a
-// binary spike the multiply by 1 is exact, i.e. the add). The terms, their order and the fp32
-// FMA per term are those of the dense path, so both give identical bits whenever the skipped
-// products are exact zeros (finite weights).
+// counts): the glue first copies the non-zero entries of x into CSR form (csr_count /
+// csr_fill: channel and value per non-zero, ~8 bytes each instead of 4 * Cin bytes per row);
+// then each output row keeps its accumulators in registers over all offsets while its
+// neighbours' non-zero terms add count * w[k, c, :] (for binary spikes a plain add: the FMA
+// by 1 is exact). The terms, their order and the fp32 rounding per term are those of the
+// dense path, so both give identical bits whenever the skipped products are exact zeros
+// (finite weights).
 //
-// Weight gradient (wgrad): a task owns dw[k, c0:c1, :] and streams through offset k's pairs
-// (in output-row order) in chunks that stay in L2, accumulating kRows x NV tiles of
-// x[in, c] * g[out, :]. Deterministic: one task per output element range, fixed order.
-// wgrad_skip walks the CSR entries of each pair's input row instead (same order, same bits);
-// at 10 % firing it was measured no faster than the register-tiled dense kernel, so the glue
-// picks it automatically only below 1/32 non-zero.
+// Weight gradient (wgrad_rows): a task owns a range of output rows and a partial dw
+// [K, Cin, ldp]; in blocks of kWBlock output rows (their g rows stay in L2 across the K
+// offsets) it lists offset k's pairs and accumulates kRows x NV register tiles of
+// x[in, c] * g[out, :]. The glue sums the partials in task order; the task count depends on
+// the shapes only, so the result does not depend on the threads. wgrad_rows_skip scatters
+// each pair's non-zero x[in, c] * g[out, :] into partial row (k, c) instead (same terms,
+// same order, same bits). Blocking over output rows (g read once instead of once per
+// offset) made the dense weight gradient ~2x faster than per-offset sweeps.
 //
-// Measured (AMD EPYC VM, 2 threads, AVX-512; SubMConv3d k=3 64->64 on 98k clustered voxels,
-// 887k pairs): forward 28 ms (~260 GFLOP/s on the effective FLOPs; MKL sgemm 194 GFLOP/s in
-// the same run), forward + backward 109 ms (103 % of sgemm; the weight gradient is the
-// slowest third), forward on 10 %-firing spikes 16 ms.
+// Measured single-threaded (CPU time, AMD EPYC VM, AVX-512; SubMConv3d k=3 64->64 on 98k
+// clustered voxels, 887k pairs): forward 55 ms, weight gradient 44 ms (was 89 ms with
+// per-offset sweeps); 10 %-firing spikes: forward 23 ms (CSR build ~6 ms of it), weight
+// gradient 29 ms. Tried and not kept (no gain): blocks of rows with w[k] in L1 and two rows
+// interleaved, CSR rows padded to 4 terms per trip.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -53,7 +57,7 @@ constexpr int kRows = 4;
 constexpr int kMaxNV = 4;
 #endif
 constexpr int64_t kBlock = 48;     // output rows per accumulator block
-constexpr int64_t kPairChunk = 128;  // pairs per weight-gradient chunk (64 and 256 measured no better)
+constexpr int64_t kWBlock = 256;   // output rows per weight-gradient block
 
 // acc rows (fp32, NV vectors from column col) += sum_c x_r[c] * w[c * ldw + col ...].
 template <int NV>
@@ -139,65 +143,77 @@ void conv_rows(const SparseConvParams& p, int64_t m0, int64_t m1) {
   }
 }
 
-// acc (NV vectors from column col of acc_row) += sum_q val[q] * w[idx[q] * ldw + col ...].
-template <int NV>
-SPIKEOPS_INLINE void skip_chunk(const float* w, int64_t ldw, const int32_t* idx,
-                                const float* val, int64_t n, int64_t col, float* acc_row) {
-  VecF acc[NV];
-  for (int v = 0; v < NV; ++v) acc[v] = loadu(acc_row + col + v * kWidth);
-  for (int64_t q = 0; q < n; ++q) {
-    const VecF a(val[q]);
-    const float* wr = w + int64_t(idx[q]) * ldw + col;
+// One CSR term: acc += val * w_row (NV vectors). For binary spikes (every value 1) the
+// FMA by 1 is exactly an add, which has a shorter latency on the accumulator chain.
+template <int NV, bool kBinary>
+SPIKEOPS_INLINE void skip_term(VecF* acc, const float* wr, float val) {
+  if (kBinary) {
+    for (int v = 0; v < NV; ++v) acc[v] = acc[v] + loadu(wr + v * kWidth);
+  } else {
+    const VecF a(val);
     for (int v = 0; v < NV; ++v) acc[v] = vfma(a, loadu(wr + v * kWidth), acc[v]);
   }
-  for (int v = 0; v < NV; ++v) storeu(acc_row + col + v * kWidth, acc[v]);
 }
 
-// Offset by offset over a block of output rows (as the dense path), so w[k] (Cin x CoutPad)
-// stays in L1 while the block's rows take the non-zero terms of their neighbours (read
-// from the CSR copy of x: ~8 bytes per non-zero instead of 4 * Cin bytes per row).
-void conv_rows_skip(const SparseConvParams& p, int64_t m0, int64_t m1) {
+// Output row m (NV vectors from column col) = sum over the offsets k and the non-zero
+// entries (c, val) of each neighbour's CSR row of val * w[k, c, col ...]. The accumulators
+// stay in registers across all offsets; terms in the dense path's order (k, then c
+// ascending, one FMA each, from zero).
+template <int NV, bool kBinary>
+SPIKEOPS_INLINE void skip_row(const SparseConvParams& p, int64_t m, int64_t col, float* dst) {
+  const int64_t ldw = p.CoutPad;
+  const int32_t* nbrow = p.nbmap + m * p.K;
+  VecF acc[NV];
+  for (int v = 0; v < NV; ++v) acc[v] = VecF(0.f);
+  for (int64_t k = 0; k < p.K; ++k) {
+    const int32_t i = nbrow[k];
+    if (i < 0) continue;
+    const float* wk = p.w + k * p.Cin * ldw + col;
+    for (int64_t q = p.csr_ptr[i], e = p.csr_ptr[i + 1]; q < e; ++q)
+      skip_term<NV, kBinary>(acc, wk + int64_t(p.csr_idx[q]) * ldw, p.csr_val[q]);
+  }
+  for (int v = 0; v < NV; ++v) storeu(dst + col + v * kWidth, acc[v]);
+}
+
+// Row by row: one pass over the row's neighbours per group of kMaxNV column vectors, w
+// (K * Cin * CoutPad fp32) from L2, the non-zero entries from the CSR copy of x (~8 bytes
+// per non-zero instead of 4 * Cin bytes per row).
+template <bool kBinary>
+void conv_rows_skip_t(const SparseConvParams& p, int64_t m0, int64_t m1) {
   thread_local std::vector<float> buf;
-  const int64_t nvec = p.CoutPad / kWidth, ldw = p.CoutPad;
-  buf.resize(size_t(kBlock * ldw));
-  for (int64_t b0 = m0; b0 < m1; b0 += kBlock) {
-    const int64_t nb = std::min(kBlock, m1 - b0);
-    std::fill(buf.begin(), buf.begin() + nb * ldw, 0.f);
-    for (int64_t k = 0; k < p.K; ++k) {
-      const float* wk = p.w + k * p.Cin * ldw;
-      for (int64_t r = 0; r < nb; ++r) {
-        const int32_t i = p.nbmap[(b0 + r) * p.K + k];
-        if (i < 0) continue;
-        const int64_t s0 = p.csr_ptr[i], n = p.csr_ptr[i + 1] - s0;
-        if (n == 0) continue;
-        const int32_t* idx = p.csr_idx + s0;
-        const float* val = p.csr_val + s0;
-        float* row = buf.data() + r * ldw;
-        for (int64_t v0 = 0; v0 < nvec; v0 += kMaxNV) {
-          const int64_t col = v0 * kWidth;
-          switch (std::min<int64_t>(kMaxNV, nvec - v0)) {
-            case 1: skip_chunk<1>(wk, ldw, idx, val, n, col, row); break;
+  const int64_t nvec = p.CoutPad / kWidth;
+  buf.resize(size_t(p.CoutPad));
+  for (int64_t m = m0; m < m1; ++m) {
+    for (int64_t v0 = 0; v0 < nvec; v0 += kMaxNV) {
+      const int64_t col = v0 * kWidth;
+      switch (std::min<int64_t>(kMaxNV, nvec - v0)) {
+        case 1: skip_row<1, kBinary>(p, m, col, buf.data()); break;
 #if !defined(SPIKEOPS_ISA_avx2)
-            case 3: skip_chunk<3>(wk, ldw, idx, val, n, col, row); break;
-            case 4: skip_chunk<4>(wk, ldw, idx, val, n, col, row); break;
+        case 3: skip_row<3, kBinary>(p, m, col, buf.data()); break;
+        case 4: skip_row<4, kBinary>(p, m, col, buf.data()); break;
 #endif
-            default: skip_chunk<2>(wk, ldw, idx, val, n, col, row); break;
-          }
-        }
+        default: skip_row<2, kBinary>(p, m, col, buf.data()); break;
       }
     }
-    for (int64_t r = 0; r < nb; ++r) write_row(p, b0 + r, buf.data() + r * ldw);
+    write_row(p, m, buf.data());
   }
 }
 
-// dw tile rows c (kRows of them) += sum over pairs x[in, c] * g[out, col ...].
+void conv_rows_skip(const SparseConvParams& p, int64_t m0, int64_t m1) {
+  if (p.csr_binary) conv_rows_skip_t<true>(p, m0, m1);
+  else conv_rows_skip_t<false>(p, m0, m1);
+}
+
+// dw tile rows c .. c + nc (nc <= kRows) += sum over pairs x[in, c] * g[out, col ...]; rows
+// past nc are computed in registers but never loaded or stored.
 template <int NV>
 SPIKEOPS_INLINE void wgrad_tile(const SparseConvParams& p, const int32_t* pin,
                                 const int32_t* pout, int64_t np, int64_t c, int nc,
                                 int64_t col, float* buf, int64_t ldb) {
   VecF acc[kRows][NV];
   for (int r = 0; r < kRows; ++r)
-    for (int v = 0; v < NV; ++v) acc[r][v] = loadu(buf + r * ldb + col + v * kWidth);
+    for (int v = 0; v < NV; ++v)
+      acc[r][v] = r < nc ? loadu(buf + r * ldb + col + v * kWidth) : VecF(0.f);
   for (int64_t q = 0; q < np; ++q) {
     const float* xr = p.x + int64_t(pin[q]) * p.Cin + c;
     const float* gr = p.g + int64_t(pout[q]) * p.CoutPad + col;
@@ -208,62 +224,152 @@ SPIKEOPS_INLINE void wgrad_tile(const SparseConvParams& p, const int32_t* pin,
       for (int v = 0; v < NV; ++v) acc[r][v] = vfma(b, gv[v], acc[r][v]);
     }
   }
-  for (int r = 0; r < kRows; ++r)
+  for (int r = 0; r < nc; ++r)
     for (int v = 0; v < NV; ++v) storeu(buf + r * ldb + col + v * kWidth, acc[r][v]);
 }
 
-void wgrad(const SparseConvParams& p, const int32_t* pin, const int32_t* pout, int64_t np,
-           int64_t k, int64_t c0, int64_t c1) {
-  const int64_t ldb = p.CoutPad, nvec = p.CoutPad / kWidth;
-  const int64_t ncr = c1 - c0;
-  thread_local std::vector<float> buf;
-  buf.assign(size_t((ncr + kRows) * ldb), 0.f);
-  for (int64_t q0 = 0; q0 < np; q0 += kPairChunk) {
-    const int64_t nq = std::min(kPairChunk, np - q0);
-    for (int64_t c = c0; c < c1; c += kRows) {
-      const int nc = int(std::min<int64_t>(kRows, c1 - c));
-      float* tb = buf.data() + (c - c0) * ldb;
-      for (int64_t v0 = 0; v0 < nvec; v0 += kMaxNV) {
-        const int64_t col = v0 * kWidth;
-        switch (std::min<int64_t>(kMaxNV, nvec - v0)) {
-          case 1: wgrad_tile<1>(p, pin + q0, pout + q0, nq, c, nc, col, tb, ldb); break;
+// The pairs (input row, output row) of offset k among output rows [b0, b1), by output row.
+SPIKEOPS_INLINE int64_t block_pairs(const SparseConvParams& p, int64_t b0, int64_t b1,
+                                    int64_t k, int32_t* pin, int32_t* pout) {
+  int64_t n = 0;
+  for (int64_t m = b0; m < b1; ++m) {
+    const int32_t i = p.nbmap[m * p.K + k];
+    pin[n] = i;
+    pout[n] = int32_t(m);
+    n += i >= 0;
+  }
+  return n;
+}
+
+// Weight gradient of output rows [m0, m1) into part [K, Cin, CoutPad] (fp32, accumulated):
+// blocks of kWBlock output rows (their g rows stay in L2 across the K offsets), then per
+// offset k the block's pairs, then register tiles of kRows channels x NV vectors. Each
+// element's terms are the pairs in output-row order.
+void wgrad_rows(const SparseConvParams& p, int64_t m0, int64_t m1, float* part, int64_t ldb) {
+  const int64_t nvec = p.CoutPad / kWidth;
+  thread_local std::vector<int32_t> pin, pout;
+  pin.resize(size_t(kWBlock));
+  pout.resize(size_t(kWBlock));
+  for (int64_t b0 = m0; b0 < m1; b0 += kWBlock) {
+    const int64_t b1 = std::min(m1, b0 + kWBlock);
+    for (int64_t k = 0; k < p.K; ++k) {
+      const int64_t np = block_pairs(p, b0, b1, k, pin.data(), pout.data());
+      if (np == 0) continue;
+      for (int64_t c = 0; c < p.Cin; c += kRows) {
+        const int nc = int(std::min<int64_t>(kRows, p.Cin - c));
+        float* tb = part + (k * p.Cin + c) * ldb;
+        for (int64_t v0 = 0; v0 < nvec; v0 += kMaxNV) {
+          const int64_t col = v0 * kWidth;
+          switch (std::min<int64_t>(kMaxNV, nvec - v0)) {
+            case 1: wgrad_tile<1>(p, pin.data(), pout.data(), np, c, nc, col, tb, ldb); break;
 #if !defined(SPIKEOPS_ISA_avx2)
-          case 3: wgrad_tile<3>(p, pin + q0, pout + q0, nq, c, nc, col, tb, ldb); break;
-          case 4: wgrad_tile<4>(p, pin + q0, pout + q0, nq, c, nc, col, tb, ldb); break;
+            case 3: wgrad_tile<3>(p, pin.data(), pout.data(), np, c, nc, col, tb, ldb); break;
+            case 4: wgrad_tile<4>(p, pin.data(), pout.data(), np, c, nc, col, tb, ldb); break;
 #endif
-          default: wgrad_tile<2>(p, pin + q0, pout + q0, nq, c, nc, col, tb, ldb); break;
+            default: wgrad_tile<2>(p, pin.data(), pout.data(), np, c, nc, col, tb, ldb); break;
+          }
         }
       }
     }
   }
-  for (int64_t c = c0; c < c1; ++c)
-    std::memcpy(p.dw + (k * p.Cin + c) * p.Cout, buf.data() + (c - c0) * ldb,
-                size_t(p.Cout) * sizeof(float));
 }
 
-// Zero-skipping weight gradient: for each pair (in output-row order), each non-zero
-// x[in, c] with c in [c0, c1) adds x * g[out, :] to dw row c: the dense path's terms in the
-// same order (pairs ascending per element), without the zero ones.
-void wgrad_skip(const SparseConvParams& p, const int32_t* pin, const int32_t* pout, int64_t np,
-                int64_t k, int64_t c0, int64_t c1) {
-  const int64_t ldb = p.CoutPad, nvec = p.CoutPad / kWidth;
-  thread_local std::vector<float> buf;
-  buf.assign(size_t((c1 - c0) * ldb), 0.f);
-  for (int64_t q = 0; q < np; ++q) {
-    const int64_t i = pin[q];
-    const float* gr = p.g + int64_t(pout[q]) * ldb;
-    for (int64_t e = p.csr_ptr[i]; e < p.csr_ptr[i + 1]; ++e) {
-      const int64_t c = p.csr_idx[e];
-      if (c < c0 || c >= c1) continue;
-      const VecF a(p.csr_val[e]);
-      float* br = buf.data() + (c - c0) * ldb;
-      for (int64_t v = 0; v < nvec; ++v)
-        storeu(br + v * kWidth, vfma(a, loadu(gr + v * kWidth), loadu(br + v * kWidth)));
+// Zero-skipping weight gradient, same blocks and order as wgrad_rows: each non-zero
+// x[in, c] of a pair adds x * g[out, :] to part row (k, c); the skipped terms are exact
+// zeros, so both give the same bits for finite g. The pair's g columns stay in registers.
+template <int NV>
+SPIKEOPS_INLINE void skip_scatter(const SparseConvParams& p, int64_t i, const float* gr,
+                                  float* pk, int64_t ldp) {
+  VecF gv[NV];
+  for (int v = 0; v < NV; ++v) gv[v] = loadu(gr + v * kWidth);
+  const int64_t e1 = p.csr_ptr[i + 1];
+  for (int64_t e = p.csr_ptr[i]; e < e1; ++e) {
+    const VecF a(p.csr_val[e]);
+    float* br = pk + int64_t(p.csr_idx[e]) * ldp;
+    for (int v = 0; v < NV; ++v) storeu(br + v * kWidth, vfma(a, gv[v], loadu(br + v * kWidth)));
+  }
+}
+
+void wgrad_rows_skip(const SparseConvParams& p, int64_t m0, int64_t m1, float* part,
+                     int64_t ldp) {
+  const int64_t ldg = p.CoutPad, nvec = p.CoutPad / kWidth;
+  thread_local std::vector<int32_t> pin, pout;
+  pin.resize(size_t(kWBlock));
+  pout.resize(size_t(kWBlock));
+  for (int64_t b0 = m0; b0 < m1; b0 += kWBlock) {
+    const int64_t b1 = std::min(m1, b0 + kWBlock);
+    for (int64_t k = 0; k < p.K; ++k) {
+      const int64_t np = block_pairs(p, b0, b1, k, pin.data(), pout.data());
+      for (int64_t v0 = 0; v0 < nvec; v0 += kMaxNV) {
+        const int64_t col = v0 * kWidth;
+        float* pk = part + k * p.Cin * ldp + col;
+        const int nv = int(std::min<int64_t>(kMaxNV, nvec - v0));
+        for (int64_t q = 0; q < np; ++q) {
+          const float* gr = p.g + int64_t(pout[size_t(q)]) * ldg + col;
+          const int64_t i = pin[size_t(q)];
+          switch (nv) {
+            case 1: skip_scatter<1>(p, i, gr, pk, ldp); break;
+#if !defined(SPIKEOPS_ISA_avx2)
+            case 3: skip_scatter<3>(p, i, gr, pk, ldp); break;
+            case 4: skip_scatter<4>(p, i, gr, pk, ldp); break;
+#endif
+            default: skip_scatter<2>(p, i, gr, pk, ldp); break;
+          }
+        }
+      }
     }
   }
-  for (int64_t c = c0; c < c1; ++c)
-    std::memcpy(p.dw + (k * p.Cin + c) * p.Cout, buf.data() + (c - c0) * ldb,
-                size_t(p.Cout) * sizeof(float));
+}
+
+// Number of non-zero entries (NaN counts) of each row of x [r0, r1) x C into counts.
+void csr_count(const float* x, int64_t C, int64_t r0, int64_t r1, int64_t* counts) {
+  for (int64_t i = r0; i < r1; ++i) {
+    const float* row = x + i * C;
+    int64_t n = 0;
+#if defined(SPIKEOPS_ISA_avx512)
+    int64_t j = 0;
+    for (; j + 16 <= C; j += 16)
+      n += __builtin_popcount(_mm512_cmp_ps_mask(_mm512_loadu_ps(row + j), _mm512_setzero_ps(),
+                                                 _CMP_NEQ_UQ));
+    if (j < C) {
+      const __mmask16 tail = __mmask16((1u << (C - j)) - 1u);
+      n += __builtin_popcount(_mm512_mask_cmp_ps_mask(
+          tail, _mm512_maskz_loadu_ps(tail, row + j), _mm512_setzero_ps(), _CMP_NEQ_UQ));
+    }
+#else
+    for (int64_t j = 0; j < C; ++j) n += !(row[j] == 0.f);
+#endif
+    counts[i] = n;
+  }
+}
+
+// Writes the non-zero entries of rows [r0, r1) (channels ascending) at idx/val[ptr[i] ...].
+// AVX-512 stores whole compressed vectors: the arrays need kWidth slots of slack at the end.
+void csr_fill(const float* x, int64_t C, int64_t r0, int64_t r1, const int64_t* ptr,
+              int32_t* idx, float* val) {
+  for (int64_t i = r0; i < r1; ++i) {
+    const float* row = x + i * C;
+    int64_t q = ptr[i];
+#if defined(SPIKEOPS_ISA_avx512)
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (int64_t j = 0; j < C; j += 16) {
+      const __mmask16 tail = C - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (C - j)) - 1u);
+      const __m512 v = _mm512_maskz_loadu_ps(tail, row + j);
+      const __mmask16 nz = _mm512_mask_cmp_ps_mask(tail, v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+      const __m512i ch = _mm512_add_epi32(iota, _mm512_set1_epi32(int32_t(j)));
+      _mm512_storeu_si512(idx + q, _mm512_maskz_compress_epi32(nz, ch));
+      _mm512_storeu_ps(val + q, _mm512_maskz_compress_ps(nz, v));
+      q += __builtin_popcount(nz);
+    }
+#else
+    for (int64_t j = 0; j < C; ++j) {  // branch-free append (slack at the end)
+      const float v = row[j];
+      idx[q] = int32_t(j);
+      val[q] = v;
+      q += !(v == 0.f);
+    }
+#endif
+  }
 }
 
 }  // namespace
@@ -272,13 +378,20 @@ void sparse_conv_rows(const SparseConvParams& p, int64_t m0, int64_t m1) { conv_
 void sparse_conv_rows_skip(const SparseConvParams& p, int64_t m0, int64_t m1) {
   conv_rows_skip(p, m0, m1);
 }
-void sparse_conv_wgrad(const SparseConvParams& p, const int32_t* pin, const int32_t* pout,
-                       int64_t np, int64_t k, int64_t c0, int64_t c1) {
-  wgrad(p, pin, pout, np, k, c0, c1);
+void sparse_conv_wgrad_rows(const SparseConvParams& p, int64_t m0, int64_t m1, float* part,
+                            int64_t ldp) {
+  wgrad_rows(p, m0, m1, part, ldp);
 }
-void sparse_conv_wgrad_skip(const SparseConvParams& p, const int32_t* pin, const int32_t* pout,
-                            int64_t np, int64_t k, int64_t c0, int64_t c1) {
-  wgrad_skip(p, pin, pout, np, k, c0, c1);
+void sparse_conv_wgrad_rows_skip(const SparseConvParams& p, int64_t m0, int64_t m1,
+                                 float* part, int64_t ldp) {
+  wgrad_rows_skip(p, m0, m1, part, ldp);
+}
+void sparse_csr_count(const float* x, int64_t C, int64_t r0, int64_t r1, int64_t* counts) {
+  csr_count(x, C, r0, r1, counts);
+}
+void sparse_csr_fill(const float* x, int64_t C, int64_t r0, int64_t r1, const int64_t* ptr,
+                     int32_t* idx, float* val) {
+  csr_fill(x, C, r0, r1, ptr, idx, val);
 }
 
 }  // namespace SPIKEOPS_ISA
