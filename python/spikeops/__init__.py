@@ -5,12 +5,14 @@
     spikeops.nn.LIF(tau=2.0)                   # SpikingJelly-style module
     spikeops.info()                            # what was built, what runs
     with spikeops.use_reference(): ...         # same model on the pure-PyTorch references
+    spikeops.energy.estimate(model, x)         # STEP-style energy estimate
 """
 from __future__ import annotations
 
 from . import _extension
 from ._extension import reference_enabled, set_reference, use_reference  # noqa: E402
 from . import ops, ref, nn, nm  # noqa: E402
+from . import energy  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -54,6 +56,6 @@ def cpu_isa() -> str | None:
     return _extension._C.cpu_isa() if _extension.AVAILABLE else None
 
 
-__all__ = ["ops", "ref", "nn", "nm", "use_reference", "set_reference",
+__all__ = ["ops", "ref", "nn", "nm", "energy", "use_reference", "set_reference",
            "reference_enabled", "info", "set_cpu_isa", "cpu_isa", "empty_cpu_cache",
            "__version__"]
