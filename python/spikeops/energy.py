@@ -40,7 +40,8 @@ attention products of ``ops.ssa`` / ``ops.ssa_lif`` / ``ops.sdsa``), summed over
   an integer spike of value n is n accumulates, SpikeYOLO's virtual time steps), ``MACs = 0``.
   Real-valued input (e.g. the first, encoding layer) gives ``MACs = dense_ops``, ``ACs = 0``.
   SSA: ``ACs`` of each product scale with the firing rate of the spike operand that selects
-  (``k`` for ``k^T v``, ``q`` for ``q (k^T v)``); SDSA: ``ACs = nnz(k * v)``. Sparse conv:
+  (``k`` for ``k^T v`` and ``q`` for ``q (k^T v)``; ``q`` for ``q k^T`` and ``v`` for
+  ``(q k^T) v``); SDSA: ``ACs = nnz(k * v)``. Sparse conv:
   ``ACs = sum over map pairs of |x_row|_1 * Cout`` (exact).
 - ``firing_rate`` = fraction of non-zero input elements (reported for every kind).
 - bit widths: input ``1`` for binary, ``ceil(log2(max|x| + 1))`` (+1 if negative values
@@ -48,7 +49,8 @@ attention products of ``ops.ssa`` / ``ops.ssa_lif`` / ``ops.sdsa``), summed over
 - memory: ``read_bits = weight_bits * numel(W) (+ bias) + input_bits * numel(x)`` (weights
   read once per call; N:M weights: kept values plus one mask bit per dense weight);
   ``write_bits = output_bits * numel(y)``; the ``ssa_lif`` rows add the attention LIF's
-  membrane (below).
+  membrane, ``32 * numel(y)`` bits read and as many written. N:M layers' ACs assume the
+  spikes meet kept and pruned weights alike (``s * dense_ops``, an expectation).
 - ``compute_pj = MACs * e_mac_pj + ACs * e_ac_pj``;
   ``memory_pj = read_bits * e_read_bit_pj + write_bits * e_write_bit_pj``;
   ``energy_pj = compute_pj + memory_pj``.
