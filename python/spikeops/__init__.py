@@ -4,11 +4,15 @@
     spikes, v = spikeops.ops.lif(x)           # x: [T, *]
     spikeops.nn.LIF(tau=2.0)                   # SpikingJelly-style module
     spikeops.info()                            # what was built, what runs
+    with spikeops.use_reference(): ...         # same model on the pure-PyTorch references
+    spikeops.energy.estimate(model, x)         # STEP-style energy estimate
 """
 from __future__ import annotations
 
 from . import _extension
+from ._extension import reference_enabled, set_reference, use_reference  # noqa: E402
 from . import ops, ref, nn, nm  # noqa: E402
+from . import energy  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -20,6 +24,7 @@ def info() -> dict:
     facts = {
         "version": __version__,
         "extension_loaded": _extension.AVAILABLE,
+        "reference_forced": _extension.reference_enabled(),
         "torch_runtime": torch.__version__,
         "cuda_available": torch.cuda.is_available(),
         "threads": torch.get_num_threads(),
@@ -51,5 +56,6 @@ def cpu_isa() -> str | None:
     return _extension._C.cpu_isa() if _extension.AVAILABLE else None
 
 
-__all__ = ["ops", "ref", "nn", "nm", "info", "set_cpu_isa", "cpu_isa", "empty_cpu_cache",
+__all__ = ["ops", "ref", "nn", "nm", "energy", "use_reference", "set_reference",
+           "reference_enabled", "info", "set_cpu_isa", "cpu_isa", "empty_cpu_cache",
            "__version__"]

@@ -40,3 +40,76 @@ def check_cuda_validated(op: str, t) -> None:
         raise NotImplementedError(
             f"{op}: the CUDA kernels crashed in their first GPU test run and are disabled "
             "until fixed (run on the CPU, or set SPIKEOPS_UNVALIDATED_CUDA=1 to try them)")
+
+
+# ---- the reference switch ------------------------------------------------------------------
+#
+# One process-wide flag, read by every ``ops/*.py`` wrapper through :func:`use_native` (the
+# single predicate that picks ``torch.ops.spikeops.*`` or the pure-PyTorch reference). It is a
+# plain module global, not a thread-local or ContextVar: torch.compile (Dynamo) reads it like
+# any other global and guards on its value, so compiled kernel-path code keeps its full graph
+# and recompiles if the flag changes. Consequence: the switch is global to the process; one
+# thread entering ``use_reference()`` switches every thread, so do not flip it while another
+# thread runs spikeops ops you want on the kernels. Flip it outside compiled regions.
+
+_REFERENCE = False
+
+
+def use_native() -> bool:
+    """True when ops run their native kernels: the extension is loaded and the reference
+    switch is off. The one predicate every ``ops/*.py`` wrapper consults."""
+    return AVAILABLE and not _REFERENCE
+
+
+def reference_enabled() -> bool:
+    """Whether :func:`use_reference` / :func:`set_reference` forces the pure-PyTorch
+    references (does not report a missing extension: see ``spikeops.info()``)."""
+    return _REFERENCE
+
+
+def set_reference(enabled: bool) -> bool:
+    """Force (``True``) or release (``False``) the pure-PyTorch references for every spikeops
+    op and module in this process; returns the previous setting."""
+    global _REFERENCE
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled: expected a bool, got {type(enabled).__name__}")
+    previous, _REFERENCE = _REFERENCE, enabled
+    return previous
+
+
+class use_reference:
+    """Context manager (and decorator) under which every ``spikeops.ops`` function and every
+    ``spikeops.nn`` module runs its pure-PyTorch reference (``spikeops.ref``) instead of the
+    native kernels; backward then runs through the reference's autograd::
+
+        with spikeops.use_reference():
+            loss_ref = model(x).sum()      # same model, same weights, reference path
+
+    ``use_reference(False)`` forces the kernels back on inside an outer ``use_reference()``.
+    Nesting and exceptions restore the previous setting on exit. The setting is process-wide
+    (see :func:`set_reference`); it is read when an op is called, so a graph built under it
+    keeps its reference backward after the block ends.
+    """
+
+    def __init__(self, enabled: bool = True):
+        if not isinstance(enabled, bool):
+            raise TypeError(f"enabled: expected a bool, got {type(enabled).__name__}")
+        self.enabled = enabled
+        self._previous: list[bool] = []
+
+    def __enter__(self):
+        self._previous.append(set_reference(self.enabled))
+        return self
+
+    def __exit__(self, *exc):
+        set_reference(self._previous.pop())
+        return False
+
+    def __call__(self, fn):
+        import functools
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with use_reference(self.enabled):
+                return fn(*args, **kwargs)
+        return wrapper

@@ -35,7 +35,7 @@ _ORDERS = ("kv_first", "qk_first")
 
 
 def _native():
-    return _extension.AVAILABLE
+    return _extension.use_native()   # False: no extension, or spikeops.use_reference()
 
 
 def _check_ssa(q, k, v, scale, order):
@@ -129,7 +129,7 @@ def ssa_lif(q, k, v, scale=0.125, order="kv_first", *, tau=2.0, v_threshold=0.5,
 
 # ---- fake implementation and autograd ---------------------------------------------------
 
-if _native():
+if _extension.AVAILABLE:
     @torch.library.register_fake("spikeops::ssa_fwd")
     def _(q, k, v, scale, order):
         _check_ssa(q, k, v, scale, order)

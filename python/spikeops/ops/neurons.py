@@ -94,7 +94,7 @@ def _check_finite(value, name, allow_none=False):
 
 
 def _native():
-    return _extension.AVAILABLE
+    return _extension.use_native()   # False: no extension, or spikeops.use_reference()
 
 
 # ---- public functions ------------------------------------------------------------

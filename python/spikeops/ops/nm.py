@@ -25,7 +25,7 @@ _FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def _native():
-    return _extension.AVAILABLE
+    return _extension.use_native()   # False: no extension, or spikeops.use_reference()
 
 
 # ---- argument checks shared by the fake implementations (trace-time errors) -------------
@@ -202,7 +202,7 @@ def _dense_weight_grad(grad, x, rows, k):
     return _flat(grad, rows).t().mm(_flat(x, k))
 
 
-if _native():
+if _extension.AVAILABLE:
     @torch.library.register_fake("spikeops::nm_compress")
     def _(weight, meta, n, m):
         k = _check_weight(weight, n, m)

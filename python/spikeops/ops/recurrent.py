@@ -44,7 +44,7 @@ _FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def _native():
-    return _extension.AVAILABLE
+    return _extension.use_native()   # False: no extension, or spikeops.use_reference()
 
 
 def _finite_f32(value: float) -> bool:
@@ -222,5 +222,5 @@ def _register():
         reg_ag(lib + name, refuse, setup_context=lambda ctx, inputs, output: None)
 
 
-if _native():
+if _extension.AVAILABLE:
     _register()

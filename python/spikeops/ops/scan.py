@@ -37,7 +37,7 @@ _KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def _native():
-    return _extension.AVAILABLE
+    return _extension.use_native()   # False: no extension, or spikeops.use_reference()
 
 
 def _check_chunk_size(chunk_size):
@@ -201,7 +201,7 @@ def fused_recurrent_gla(q, k, v, g, scale=None, initial_state=None, output_final
 
 # ---- fake implementations and autograd ---------------------------------------------------
 
-if _native():
+if _extension.AVAILABLE:
     @torch.library.register_fake("spikeops::linear_scan_fwd")
     def _(q, k, v, g, g_gamma, gk, scale, initial_state, cu_seqlens, chunk_size,
           output_final_state):

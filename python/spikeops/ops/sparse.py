@@ -33,7 +33,7 @@ _FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def _native():
-    return _extension.AVAILABLE
+    return _extension.use_native()   # False: no extension, or spikeops.use_reference()
 
 
 def conv_out_shape(spatial_shape, kernel_size, stride, padding, dilation) -> tuple[int, ...]:
@@ -176,7 +176,7 @@ def sparse_conv(features: torch.Tensor, nbmap: torch.Tensor, weight: torch.Tenso
 
 # ---- fake implementations and autograd --------------------------------------------------
 
-if _native():
+if _extension.AVAILABLE:
     @torch.library.register_fake("spikeops::sparse_conv_map")
     def _(indices, spatial_shape, batch_size, kernel_size, stride, padding, dilation, subm):
         k = 1

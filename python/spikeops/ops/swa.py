@@ -29,7 +29,7 @@ _FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def _native():
-    return _extension.AVAILABLE
+    return _extension.use_native()   # False: no extension, or spikeops.use_reference()
 
 
 def _check_qkv(q, k, v, window, scale):
@@ -95,7 +95,7 @@ def sliding_window_attn(q, k, v, window, scale=None):
 
 # ---- fake implementations and autograd --------------------------------------------------
 
-if _native():
+if _extension.AVAILABLE:
     @torch.library.register_fake("spikeops::swa_fwd")
     def _(q, k, v, window, scale):
         _check_qkv(q, k, v, window, scale)
