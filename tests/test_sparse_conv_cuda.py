@@ -189,6 +189,28 @@ def test_opcheck():
     torch.library.opcheck(torch.ops.spikeops.sparse_conv_wgrad.default, (g, x.detach(), nb, 0))
 
 
+def test_compile_fullgraph():
+    idx = random_indices((10, 10, 10), 2, 0.2).cuda()
+    _, _, nb1 = sc.conv_map(idx, (10, 10, 10), 2, 3, 1, 0, 1, True)
+    _, _, nb2 = sc.conv_map(idx, (10, 10, 10), 2, 3, 2, 1, 1, False)
+    x = torch.randn(idx.shape[0], 8, device="cuda")
+    w1 = torch.randn(16, 3, 3, 3, 8, device="cuda", requires_grad=True)
+    w2 = torch.randn(12, 3, 3, 3, 16, device="cuda", requires_grad=True)
+
+    def net(x, nb1, nb2, w1, w2):
+        return sc.sparse_conv(torch.relu(sc.sparse_conv(x, nb1, w1)), nb2, w2).sum(dim=1)
+
+    y = torch.compile(net, fullgraph=True)(x, nb1, nb2, w1, w2)
+    y.sum().backward()
+    grads = [w1.grad.clone(), w2.grad.clone()]
+    w1.grad = w2.grad = None
+    y_e = net(x, nb1, nb2, w1, w2)
+    y_e.sum().backward()
+    torch.testing.assert_close(y, y_e, rtol=1e-5, atol=1e-4)
+    for a, t in zip(grads, (w1, w2)):
+        torch.testing.assert_close(a, t.grad, rtol=1e-5, atol=1e-4)
+
+
 # ---- bad input: the CPU's errors ------------------------------------------------------------
 
 def _same_error(fn, *args):
