@@ -279,7 +279,7 @@ def emu_wgrad(lib, g, x, nbmap, splits, dtype=0):
 
 WGRAD_CASES = [  # shape, batch, kernel, Cin, Cout, subm, stride, padding
     ((9, 8, 7), 2, 3, 5, 7, True, 1, 0),
-    ((9, 8, 7), 3, 3, 70, 66, True, 1, 0),     # two Cin and two Cout tiles, several chunks
+    ((15, 13), 3, 3, 70, 66, True, 1, 0),      # two Cin and two Cout tiles, several chunks
     ((11, 9), 3, 3, 16, 64, False, 2, 1),
     ((23,), 2, 5, 3, 17, False, 2, 2),
 ]
@@ -303,12 +303,12 @@ def test_emulated_wgrad_matches_cpu(lib, case):
     # scale), and no worse than twice the CPU kernel's own error against float64
     scale = max(ref.abs().max().item(), 1.0)
     cpu_err = (cpu.double() - ref).abs().max().item()
-    for splits in (2, 3, 7):
+    for splits in (2, 7):
         dws, bad = emu_wgrad(lib, g, x, nbmap, splits)
         assert bad == 0 and torch.isfinite(dws).all(), splits
         torch.testing.assert_close(dws.double(), ref, rtol=1e-5, atol=1e-5 * scale)
         assert (dws.double() - ref).abs().max().item() <= 2 * cpu_err + 1e-7 * scale
-        assert torch.equal(dws, emu_wgrad(lib, g, x, nbmap, splits)[0])  # reproducible
+    assert torch.equal(dws, emu_wgrad(lib, g, x, nbmap, 7)[0])  # reproducible
 
 
 @native
