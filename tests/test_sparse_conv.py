@@ -588,3 +588,19 @@ def test_events_to_sparse(time_as_dim):
     assert st.features.sum().item() == E
     with pytest.raises(ValueError, match="events must be"):
         events_to_sparse(ev[:, :3], (W, H), T)
+
+
+def test_cuda_kernels_gated_until_validated(monkeypatch):
+    # The CUDA backend has not run on a GPU yet: CUDA tensors are refused unless
+    # SPIKEOPS_UNVALIDATED_CUDA=1 (tests/test_sparse_conv_cuda.py sets it).
+    from types import SimpleNamespace
+
+    from spikeops import _extension
+    cuda_like = SimpleNamespace(is_cuda=True)
+    monkeypatch.delenv("SPIKEOPS_UNVALIDATED_CUDA", raising=False)
+    with pytest.raises(NotImplementedError,
+                       match="^sparse_conv: the CUDA kernels have not run on a GPU yet"):
+        _extension.check_cuda_validated("sparse_conv", cuda_like)
+    _extension.check_cuda_validated("sparse_conv", torch.zeros(1))  # CPU tensors pass
+    monkeypatch.setenv("SPIKEOPS_UNVALIDATED_CUDA", "1")
+    _extension.check_cuda_validated("sparse_conv", cuda_like)

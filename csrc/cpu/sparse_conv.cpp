@@ -6,7 +6,9 @@
 //   sparse_conv_fwd       out = gather-GEMM-scatter over a table (+ bias), fp32 accumulation
 //   sparse_conv_wgrad     the weight gradient over a table
 //
-// The argument checks live here too: there is no CUDA backend of this family yet.
+// The argument checks shared with the CUDA backend (csrc/cuda/glue/sparse_conv.cpp) are in
+// csrc/ops/sparse_conv.cpp; the value checks (index ranges, duplicates, nbmap entries) run
+// here on the data.
 //
 // Hash table: keys are the batch-major linearised coordinates ((b * s0 + c0) * s1 + c1)...
 // (int64), capacity a power of two >= 2 N, linear probing, filled in parallel with a
@@ -33,21 +35,13 @@
 #include "cpu/dispatch.h"
 #include "cpu/output_pool.h"
 #include "ops/common.h"
+#include "ops/sparse_conv.h"
 
 namespace spikeops {
 namespace {
 
 using Tensor = at::Tensor;
 constexpr int64_t kEmpty = -1;
-
-std::string shape_str(const std::vector<int64_t>& v) {
-  std::ostringstream s;
-  s << "(";
-  for (size_t i = 0; i < v.size(); ++i) s << (i ? ", " : "") << v[i];
-  if (v.size() == 1) s << ",";
-  s << ")";
-  return s.str();
-}
 
 inline uint64_t hash64(int64_t key) {
   uint64_t x = uint64_t(key);
@@ -100,50 +94,21 @@ struct HashMap {
   }
 };
 
-std::vector<int64_t> expand(at::IntArrayRef v, size_t ndim, const char* name) {
-  TORCH_CHECK_VALUE(v.size() == ndim || v.size() == 1, name, " must be an int or ", ndim,
-                    " ints, got ", v);
-  std::vector<int64_t> out(ndim);
-  for (size_t d = 0; d < ndim; ++d) out[d] = v.size() == 1 ? v[0] : v[d];
-  return out;
-}
-
 // Validates indices against (spatial_shape, batch_size), the messages of
 // spikeops.ref.sparse_conv.check_indices (the lowest bad row decides which one).
 void check_indices(const Tensor& indices, const std::vector<int64_t>& shape, int64_t batch) {
-  TORCH_CHECK_TYPE(indices.scalar_type() == at::kInt, "indices must be int32, got ",
-                   indices.scalar_type());
+  sparse::check_indices_meta(indices, shape, batch);
   TORCH_CHECK_VALUE(indices.device().is_cpu(), "indices must be a CPU tensor here, got ",
                     indices.device());
   const int64_t ndim = int64_t(shape.size());
-  bool shape_ok = ndim >= 1;
-  for (int64_t s : shape) shape_ok = shape_ok && s >= 1;
-  TORCH_CHECK_VALUE(shape_ok, "spatial_shape must be positive ints, got ", shape_str(shape));
-  TORCH_CHECK_VALUE(batch >= 1, "batch_size must be >= 1, got ", batch);
-  TORCH_CHECK_VALUE(indices.dim() == 2 && indices.size(1) == ndim + 1,
-                    "indices must have shape [N, ", ndim + 1, "] (batch index + ", ndim,
-                    " coordinates for spatial_shape ", shape_str(shape), "), got ",
-                    indices.sizes());
-  // Linear keys must fit int64.
-  double cells = double(batch);
-  for (int64_t s : shape) cells *= double(s);
-  TORCH_CHECK_VALUE(cells < 9.0e18, "batch_size * prod(spatial_shape) must fit int64");
   const int64_t n = indices.size(0);
   const Tensor ic = indices.contiguous();
   const int32_t* idx = ic.data_ptr<int32_t>();
-  // Error kinds by row: 1 negative, 2 batch, 3 coordinate.
+  // The lowest failing row decides the message.
   std::atomic<int64_t> first{std::numeric_limits<int64_t>::max()};
-  std::atomic<int> kind{0};
   at::parallel_for(0, n, 4096, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      const int32_t* r = idx + i * (ndim + 1);
-      int k = 0;
-      for (int64_t d = 0; d <= ndim; ++d)
-        if (r[d] < 0) k = 1;
-      if (!k && r[0] >= batch) k = 2;
-      if (!k)
-        for (int64_t d = 0; d < ndim; ++d)
-          if (r[d + 1] >= shape[size_t(d)]) k = 3;
+      const int k = sparse::index_row_error(idx + i * (ndim + 1), shape, batch);
       if (k) {
         int64_t cur = first.load();
         while (i < cur && !first.compare_exchange_weak(cur, i)) {
@@ -153,15 +118,8 @@ void check_indices(const Tensor& indices, const std::vector<int64_t>& shape, int
     }
   });
   const int64_t bad = first.load();
-  if (bad != std::numeric_limits<int64_t>::max()) {
-    const int32_t* r = idx + bad * (ndim + 1);
-    bool neg = false;
-    for (int64_t d = 0; d <= ndim; ++d) neg = neg || r[d] < 0;
-    TORCH_CHECK_VALUE(!neg, "indices must be non-negative (batch index and coordinates)");
-    TORCH_CHECK_VALUE(r[0] < batch, "indices has a batch index >= batch_size (", batch, ")");
-    TORCH_CHECK_VALUE(false, "indices has a coordinate outside spatial_shape ", shape_str(shape));
-  }
-  (void)kind;
+  if (bad != std::numeric_limits<int64_t>::max())
+    sparse::raise_index_row(idx + bad * (ndim + 1), shape, batch);
 }
 
 inline int64_t linear_key(int64_t b, const int64_t* c, const std::vector<int64_t>& shape) {
@@ -185,51 +143,30 @@ void fill_map(HashMap& map, const int32_t* idx, int64_t n, const std::vector<int
       else map.vals[size_t(slot)] = int32_t(i);
     }
   });
-  TORCH_CHECK_VALUE(!dup.load(), "indices has duplicate coordinates (merge them first)");
-}
-
-std::vector<std::vector<int64_t>> kernel_offsets(const std::vector<int64_t>& k) {
-  std::vector<std::vector<int64_t>> offs{{}};
-  for (int64_t kd : k) {
-    std::vector<std::vector<int64_t>> next;
-    for (const auto& o : offs)
-      for (int64_t j = 0; j < kd; ++j) {
-        auto x = o;
-        x.push_back(j);
-        next.push_back(x);
-      }
-    offs.swap(next);
-  }
-  return offs;  // row-major over the kernel dims
+  if (dup.load()) sparse::raise_duplicates();
 }
 
 std::tuple<Tensor, Tensor> sparse_conv_map(const Tensor& indices, at::IntArrayRef spatial_shape,
                                            int64_t batch_size, at::IntArrayRef kernel_size,
                                            at::IntArrayRef stride, at::IntArrayRef padding,
                                            at::IntArrayRef dilation, bool subm) {
-  const std::vector<int64_t> shape(spatial_shape.begin(), spatial_shape.end());
+  const std::vector<int64_t> shape = sparse::spatial_dims(spatial_shape);
   const size_t ndim = shape.size();
-  TORCH_CHECK_VALUE(ndim >= 1 && ndim <= 8, "spatial_shape must have 1 to 8 dims, got ",
-                    spatial_shape);
   check_indices(indices, shape, batch_size);
-  const auto k = expand(kernel_size, ndim, "kernel_size");
-  const auto s = expand(stride, ndim, "stride");
-  const auto p = expand(padding, ndim, "padding");
-  const auto d = expand(dilation, ndim, "dilation");
-  for (size_t i = 0; i < ndim; ++i)
-    TORCH_CHECK_VALUE(k[i] >= 1 && s[i] >= 1 && d[i] >= 1 && p[i] >= 0,
-                      "kernel_size, stride, dilation must be >= 1 and padding >= 0");
-  const auto offs = kernel_offsets(k);
-  const int64_t K = int64_t(offs.size());
-  TORCH_CHECK_VALUE(K < (int64_t(1) << 20), "kernel_size: too many offsets (", K, ")");
+  const sparse::MapGeometry geo =
+      sparse::map_geometry(shape, kernel_size, stride, padding, dilation, subm);
+  const auto& k = geo.k;
+  const auto& s = geo.s;
+  const auto& p = geo.p;
+  const auto& d = geo.d;
+  const auto& offs = geo.offs;
+  const int64_t K = geo.K;
   const Tensor ic = indices.contiguous();
   const int32_t* idx = ic.data_ptr<int32_t>();
   const int64_t n = ic.size(0);
   const auto opts_i = indices.options().dtype(at::kInt);
 
   if (subm) {
-    for (size_t i = 0; i < ndim; ++i)
-      TORCH_CHECK_VALUE(s[i] == 1, "stride must be 1 for a submanifold conv, got ", stride);
     HashMap map(n);
     fill_map(map, idx, n, shape);
     Tensor nbmap = at::empty({n, K}, opts_i);
@@ -251,13 +188,7 @@ std::tuple<Tensor, Tensor> sparse_conv_map(const Tensor& indices, at::IntArrayRe
     return {ic.clone(), nbmap};  // a fresh tensor: op outputs may not alias inputs
   }
 
-  std::vector<int64_t> out_shape(ndim);
-  for (size_t i = 0; i < ndim; ++i) {
-    out_shape[i] = (shape[i] + 2 * p[i] - d[i] * (k[i] - 1) - 1) / s[i] + 1;
-    TORCH_CHECK_VALUE(shape[i] + 2 * p[i] - d[i] * (k[i] - 1) - 1 >= 0 && out_shape[i] >= 1,
-                      "kernel_size/stride/padding/dilation give an empty output for "
-                      "spatial_shape ", shape_str(shape));
-  }
+  const std::vector<int64_t>& out_shape = geo.out_shape;
   {  // duplicates in the input are an error for every conv
     HashMap in_map(n);
     fill_map(in_map, idx, n, shape);
@@ -320,11 +251,7 @@ std::tuple<Tensor, Tensor> sparse_conv_map(const Tensor& indices, at::IntArrayRe
   return {out_indices, nbmap};
 }
 
-void check_nbmap(const Tensor& nbmap, const char* name) {
-  TORCH_CHECK_TYPE(nbmap.scalar_type() == at::kInt, name, " must be int32, got ",
-                   nbmap.scalar_type());
-  TORCH_CHECK_VALUE(nbmap.dim() == 2, name, " must be [M, K], got shape ", nbmap.sizes());
-}
+using sparse::check_nbmap;
 
 // Raises unless every entry of nbmap is in [-1, num_in).
 void check_nbmap_range(const int32_t* nb, int64_t count, int64_t num_in, const char* name) {
@@ -334,13 +261,12 @@ void check_nbmap_range(const int32_t* nb, int64_t count, int64_t num_in, const c
     for (int64_t i = b; i < e; ++i) local |= nb[i] < -1 || nb[i] >= num_in;
     if (local) bad.store(true);
   });
-  TORCH_CHECK_VALUE(!bad.load(), name, " has an entry outside [-1, ", num_in,
-                    ") (the number of input rows)");
+  if (bad.load()) sparse::raise_nbmap_range(name, num_in);
 }
 
 Tensor sparse_map_transpose(const Tensor& nbmap, int64_t num_in) {
   check_nbmap(nbmap, "nbmap");
-  TORCH_CHECK_VALUE(num_in >= 0, "num_in must be >= 0, got ", num_in);
+  sparse::check_num_in(num_in);
   const Tensor nc = nbmap.contiguous();
   const int64_t M = nc.size(0), K = nc.size(1);
   const int32_t* nb = nc.data_ptr<int32_t>();
@@ -360,8 +286,7 @@ Tensor sparse_map_transpose(const Tensor& nbmap, int64_t num_in) {
           twice.store(true);
       }
   });
-  TORCH_CHECK_VALUE(!twice.load(), "nbmap: an (input row, offset) pair is used by two output "
-                    "rows; not a convolution's kernel map");
+  if (twice.load()) sparse::raise_nbmap_twice();
   return inv;
 }
 
@@ -378,8 +303,7 @@ struct Csr {
   bool binary = false;  // every non-zero value is 1
 };
 Csr spike_csr(const Tensor& x, int64_t spikes, int64_t ratio) {
-  TORCH_CHECK_VALUE(spikes >= -1 && spikes <= 1, "spikes must be -1 (auto), 0 or 1, got ",
-                    spikes);
+  sparse::check_spikes(spikes);
   Csr out;
   if (spikes == 0 || x.numel() == 0) return out;
   const int64_t n = x.size(0), c = x.size(1);
@@ -412,37 +336,13 @@ Csr spike_csr(const Tensor& x, int64_t spikes, int64_t ratio) {
 Tensor sparse_conv_fwd(const Tensor& features, const Tensor& nbmap, const Tensor& weight,
                        const c10::optional<Tensor>& bias, int64_t spikes,
                        const c10::optional<Tensor>& nbmap_t) {
-  float_dtype(features, "features");
-  float_dtype(weight, "weight");
-  check_nbmap(nbmap, "nbmap");
-  TORCH_CHECK_TYPE(weight.scalar_type() == features.scalar_type(), "weight: dtype ",
-                   weight.scalar_type(), " differs from features' ", features.scalar_type());
-  TORCH_CHECK_VALUE(features.dim() == 2, "features must be [N, Cin], got shape ",
-                    features.sizes());
-  TORCH_CHECK_VALUE(weight.dim() == 3 && weight.size(1) == nbmap.size(1),
-                    "weight must be [Cout, K=", nbmap.size(1), ", Cin] (kernel offsets of "
-                    "nbmap), got shape ", weight.sizes());
-  TORCH_CHECK_VALUE(weight.size(2) == features.size(1), "features has ", features.size(1),
-                    " channels but weight expects Cin=", weight.size(2));
-  TORCH_CHECK_VALUE(spikes >= -1 && spikes <= 1, "spikes must be -1 (auto), 0 or 1, got ",
-                    spikes);
+  sparse::check_conv_fwd(features, nbmap, weight, bias, spikes, nbmap_t);
   for (const Tensor* t : {&features, &nbmap, &weight})
     TORCH_CHECK_VALUE(t->device().is_cpu(), "sparse_conv_fwd: expected CPU tensors");
   const int64_t M = nbmap.size(0), K = nbmap.size(1), N = features.size(0);
   const int64_t Cin = weight.size(2), Cout = weight.size(0);
-  if (nbmap_t.has_value()) {
-    check_nbmap(*nbmap_t, "nbmap_t");
-    TORCH_CHECK_VALUE(nbmap_t->size(0) == N && nbmap_t->size(1) == K, "nbmap_t must be [N=", N,
-                      ", K=", K, "] (the transposed nbmap), got shape ", nbmap_t->sizes());
-  }
   Tensor b;
-  if (bias.has_value()) {
-    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == Cout, "bias must be [Cout=", Cout,
-                      "], got shape ", bias->sizes());
-    TORCH_CHECK_TYPE(bias->scalar_type() == features.scalar_type(), "bias: dtype ",
-                     bias->scalar_type(), " differs from features' ", features.scalar_type());
-    b = as_f32(*bias);
-  }
+  if (bias.has_value()) b = as_f32(*bias);
   // Pooled: a fresh 25 MB output costs more in first-touch page faults than a fifth of
   // the convolution here (DESIGN.md, "fresh memory is expensive").
   Tensor out = cpu::pooled_empty({M, Cout}, features.options());
@@ -488,14 +388,7 @@ Tensor sparse_conv_fwd(const Tensor& features, const Tensor& nbmap, const Tensor
 
 Tensor sparse_conv_wgrad(const Tensor& grad_out, const Tensor& features, const Tensor& nbmap,
                          int64_t spikes) {
-  float_dtype(features, "features");
-  float_dtype(grad_out, "grad_out");
-  check_nbmap(nbmap, "nbmap");
-  TORCH_CHECK_VALUE(features.dim() == 2, "features must be [N, Cin], got shape ",
-                    features.sizes());
-  TORCH_CHECK_VALUE(grad_out.dim() == 2 && grad_out.size(0) == nbmap.size(0),
-                    "grad_out must be [M=", nbmap.size(0), ", Cout], got shape ",
-                    grad_out.sizes());
+  sparse::check_conv_wgrad(grad_out, features, nbmap);
   const int64_t M = nbmap.size(0), K = nbmap.size(1), N = features.size(0);
   const int64_t Cin = features.size(1), Cout = grad_out.size(1);
   Tensor dw = at::empty({K, Cin, Cout}, features.options().dtype(at::kFloat));

@@ -11,7 +11,13 @@ only (inference, no autograd).
 Variants: spikeops (``ops.sparse_conv``, spike path chosen automatically); the reference:
 the gather -> mm -> index_add per kernel offset of ``spikeops.ref.sparse_conv.sparse_conv``
 on the same precomputed pairs (PyTorch autograd for the backward); the reference compiled.
-Peer: spconv (not installed here: its CPU path needs a matching cumm build).
+Peer: on the CPU spconv (not installed here: its CPU path needs a matching cumm build); on
+CUDA the dense ``torch.nn.functional.conv3d`` (cuDNN, channels-last) over the whole
+``G^3`` grid with the voxels scattered into it (what a dense network would run; spconv is
+not installable here). The ``*_gpu`` entries run the CUDA kernels, which refuse CUDA
+tensors until validated: run them with ``SPIKEOPS_UNVALIDATED_CUDA=1``.
+``subm3d_k3_map_gpu`` times the kernel-map build itself (hash table on the device; the
+reference's sort + searchsorted map on the same device; no peer).
 
 FLOPs: the effective ones, ``3 * 2 * pairs * Cin * Cout`` (forward, input gradient, weight
 gradient over the existing pairs only; ``2 * pairs * Cin * Cout`` forward only), whatever the firing rate: for spikes the sgemm
@@ -90,10 +96,12 @@ def _build(shape: Shape, dtype: torch.dtype, device: torch.device,
         x0 = torch.randn(idx.shape[0], cin, generator=gen)
     else:
         x0 = (torch.rand(idx.shape[0], cin, generator=gen) < fire / 100).float()
-    x0 = x0.to(dtype)
-    w0 = (torch.randn(cout, 3, 3, 3, cin, generator=gen) / math.sqrt(27 * cin)).to(dtype)
-    b0 = torch.zeros(cout, dtype=dtype)
-    grad = torch.randn(idx.shape[0], cout, generator=gen).to(dtype)
+    x0 = x0.to(device=device, dtype=dtype)
+    w0 = (torch.randn(cout, 3, 3, 3, cin, generator=gen) / math.sqrt(27 * cin)).to(
+        device=device, dtype=dtype)
+    b0 = torch.zeros(cout, dtype=dtype, device=device)
+    grad = torch.randn(idx.shape[0], cout, generator=gen).to(device=device, dtype=dtype)
+    idx, nbmap = idx.to(device), nbmap.to(device)
     x, w, b = (t.clone().requires_grad_() for t in (x0, w0, b0))
     nbmap_t = nbmap.flip(1).contiguous()  # what SubMConv3d caches per indice_key
 
@@ -125,17 +133,67 @@ def _build(shape: Shape, dtype: torch.dtype, device: torch.device,
     else:
         prep.unavailable["reference_compiled"] = (
             "compile off (--no-compile, or --quick without --compile)")
-    try:
-        import spconv  # noqa: F401
-        prep.unavailable["peer"] = "spconv is importable but its entry is not written"
-    except Exception:
-        prep.unavailable["peer"] = ("spconv not installed (its CPU build needs a matching "
-                                    "cumm wheel; not available on this machine)")
+    if device.type == "cuda":
+        _dense_peer(prep, idx, x0, w0, b0, grad, grid, bool(bwd))
+    else:
+        try:
+            import spconv  # noqa: F401
+            prep.unavailable["peer"] = "spconv is importable but its entry is not written"
+        except Exception:
+            prep.unavailable["peer"] = ("spconv not installed (its CPU build needs a matching "
+                                        "cumm wheel; not available on this machine)")
     del w3
     nz = float((x0 != 0).float().mean())
     prep.notes["spikeops"] = (f"{idx.shape[0]} voxels, {int((nbmap >= 0).sum())} pairs "
                               f"({float((nbmap >= 0).sum()) / idx.shape[0]:.1f}/voxel), "
                               f"{100 * nz:.0f}% non-zero features")
+    return prep
+
+
+def _dense_peer(prep: Prepared, idx, x0, w0, b0, grad, grid: int, bwd: bool) -> None:
+    """Dense conv3d (cuDNN) over the whole grid: the voxels' features scattered into a
+    channels-last ``[1, Cin, G, G, G]`` volume, weight ``[Cout, Cin, 3, 3, 3]``, padding 1;
+    the upstream gradient scattered likewise into ``[1, Cout, G, G, G]``."""
+    import torch.nn.functional as F
+
+    cin, cout = x0.shape[1], w0.shape[0]
+    sites = tuple(idx.long().unbind(1))
+    xd = x0.new_zeros(1, grid, grid, grid, cin)
+    xd[sites] = x0
+    xd = xd.permute(0, 4, 1, 2, 3)  # channels-last 3-D view: [1, Cin, G, G, G]
+    wd = w0.permute(0, 4, 1, 2, 3).contiguous(memory_format=torch.channels_last_3d)
+    gd = grad.new_zeros(1, grid, grid, grid, cout)
+    gd[sites] = grad
+    gd = gd.permute(0, 4, 1, 2, 3)
+    # (the permuted views are channels-last already; clone keeps that layout)
+    xr, wr, br = (t.detach().clone().requires_grad_() for t in (xd, wd, b0))
+
+    def peer():
+        if not bwd:
+            with torch.no_grad():
+                return F.conv3d(xd, wd, b0, padding=1)
+        y = F.conv3d(xr, wr, br, padding=1)
+        return torch.autograd.grad(y, (xr, wr, br), gd)
+
+    prep.fns["peer"] = peer
+    prep.notes["peer"] = (f"dense F.conv3d (cuDNN {torch.backends.cudnn.version()}, "
+                          f"channels-last) over the {grid}^3 grid, {grid ** 3} sites; "
+                          f"tf32 allowed: {torch.backends.cudnn.allow_tf32}")
+
+
+def _build_map(shape: Shape, dtype: torch.dtype, device: torch.device,
+               compile_reference: bool) -> Prepared:
+    from spikeops.ops import sparse as sc
+    from spikeops.ref import sparse_conv as ref
+
+    n, grid = shape[0], shape[1]
+    idx = scene(n, grid).to(device)
+    prep = Prepared()
+    prep.fns["spikeops"] = lambda: sc.conv_map(idx, (grid,) * 3, 1, 3, 1, 0, 1, True)
+    prep.fns["reference"] = lambda: ref.kernel_map(idx, (grid,) * 3, 1, 3, 1, 0, 1, True)
+    prep.unavailable["reference_compiled"] = "not compiled (data-dependent shapes)"
+    prep.unavailable["peer"] = "spconv not installable here"
+    prep.notes["spikeops"] = f"{idx.shape[0]} voxels, submanifold k=3 map"
     return prep
 
 
@@ -162,3 +220,28 @@ register(OpEntry(
     quick_shape=(20000, 128, 32, 32, 10, 0), dtype=torch.float32, build=_build,
     devices=("cpu",), flops=_flops,
     description="SubMConv3d k=3 64->64 on 10%-firing binary spikes, forward (inference)"))
+
+# GPU: the same layer against the dense cuDNN conv3d on the same grid.
+register(OpEntry(
+    name="subm3d_k3_fp32_gpu", family="sparse", shape=(100000, 256, 64, 64, 100, 1),
+    quick_shape=(20000, 128, 32, 32, 100, 1), dtype=torch.float32, build=_build,
+    devices=("cuda",), flops=_flops,
+    description="SubMConv3d k=3 64->64, 100k clustered voxels in 256^3, fwd+bwd (GPU)"))
+
+register(OpEntry(
+    name="subm3d_k3_fp16_gpu", family="sparse", shape=(100000, 256, 64, 64, 100, 1),
+    quick_shape=(20000, 128, 32, 32, 100, 1), dtype=torch.float16, build=_build,
+    devices=("cuda",), flops=_flops,
+    description="SubMConv3d k=3 64->64, 100k clustered voxels in 256^3, fp16 fwd+bwd (GPU)"))
+
+register(OpEntry(
+    name="subm3d_k3_fwd_fp16_gpu", family="sparse", shape=(100000, 256, 64, 64, 100, 0),
+    quick_shape=(20000, 128, 32, 32, 100, 0), dtype=torch.float16, build=_build,
+    devices=("cuda",), flops=_flops,
+    description="SubMConv3d k=3 64->64, 100k clustered voxels in 256^3, fp16 forward (GPU)"))
+
+register(OpEntry(
+    name="subm3d_k3_map_gpu", family="sparse", shape=(100000, 256),
+    quick_shape=(20000, 128), dtype=torch.int32, build=_build_map,
+    devices=("cuda",),
+    description="submanifold k=3 kernel map of 100k clustered voxels in 256^3 (GPU)"))

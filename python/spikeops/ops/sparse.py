@@ -12,6 +12,11 @@ the same pairs as :func:`spikeops.ref.sparse_conv.kernel_map` (``nbmap_to_pairs`
   (``sparse_conv_fwd``), fp32 accumulation, for fp32 / bf16 / fp16 features; gradients for
   features (the same op on the transposed map), weight (``sparse_conv_wgrad``) and bias.
 
+CPU tensors run the CPU kernels (csrc/cpu/sparse_conv.cpp); CUDA tensors the CUDA kernels
+(csrc/cuda/sparse_conv: a device hash table, an implicit-GEMM forward, a deterministic
+weight gradient), which have not run on a GPU yet: they refuse CUDA tensors unless
+``SPIKEOPS_UNVALIDATED_CUDA=1`` (``_extension.check_cuda_validated``).
+
 The wrappers call ``torch.ops.spikeops.*.default`` with fake implementations and autograd
 registered below, so a network of sparse convs compiles with ``torch.compile(fullgraph=True)``
 once its maps are built (build them outside the compiled region; a regular conv's map has a
@@ -71,6 +76,7 @@ def conv_map(indices: torch.Tensor, spatial_shape: Sequence[int], batch_size: in
     p = ref._tuple(padding, ndim, "padding")
     d = ref._tuple(dilation, ndim, "dilation")
     out_shape = spatial_shape if subm else conv_out_shape(spatial_shape, k, s, p, d)
+    _extension.check_cuda_validated("sparse_conv", indices)
     if not _native():
         out_idx, out_shape, pairs = ref.kernel_map(indices, spatial_shape, batch_size, k, s, p,
                                                    d, subm)
@@ -84,6 +90,7 @@ def conv_map(indices: torch.Tensor, spatial_shape: Sequence[int], batch_size: in
 def map_transpose(nbmap: torch.Tensor, num_in: int) -> torch.Tensor:
     """Input-major table ``[num_in, K]`` of ``nbmap [M, K]``: entry ``[i, k]`` is the output
     row that input ``i`` feeds through offset ``k``, or -1."""
+    _extension.check_cuda_validated("sparse_conv", nbmap)
     if not _native():
         inv = torch.full((num_in, nbmap.shape[1]), -1, dtype=torch.int32, device=nbmap.device)
         m, k = (nbmap >= 0).nonzero(as_tuple=True)
@@ -103,7 +110,8 @@ def nbmap_to_pairs(nbmap: torch.Tensor) -> list[torch.Tensor]:
 
 
 def _pairs_to_nbmap(pairs, num_out):
-    nb = torch.full((num_out, len(pairs)), -1, dtype=torch.int32)
+    dev = pairs[0].device if pairs else None
+    nb = torch.full((num_out, len(pairs)), -1, dtype=torch.int32, device=dev)
     for k, pr in enumerate(pairs):
         nb[pr[:, 1], k] = pr[:, 0].to(torch.int32)
     return nb
@@ -155,7 +163,8 @@ def sparse_conv(features: torch.Tensor, nbmap: torch.Tensor, weight: torch.Tenso
             input row are accumulated: binary spikes or integer counts); ``False`` the dense
             GEMM; ``None`` picks the skipping path when at most 1/4 of the entries are
             non-zero. Both give identical results for finite weights (same terms, same
-            order, fp32 FMA each), so this is a speed choice only.
+            order, fp32 FMA each), so this is a speed choice only. On CUDA every value
+            runs the dense kernel (same results; no zero-skipping kernel there yet).
         nbmap_t: ``map_transpose(nbmap, N)`` if cached (the input gradient runs on it; the
             backward builds it when not given). Layers cache it per ``indice_key``.
 
@@ -171,6 +180,8 @@ def sparse_conv(features: torch.Tensor, nbmap: torch.Tensor, weight: torch.Tenso
         if features.dtype != torch.float64:
             _check_conv(features, nbmap, w3, bias)
         return _torch_conv(features, nbmap, w3, bias)
+    for t in (features, nbmap, w3):
+        _extension.check_cuda_validated("sparse_conv", t)
     return torch.ops.spikeops.sparse_conv_fwd.default(features, nbmap, w3, bias, code, nbmap_t)
 
 

@@ -225,7 +225,8 @@ def kernel_map(in_indices: torch.Tensor, spatial_shape: Sequence[int], batch_siz
     for off in _offsets(k, dev):
         o, ok = _strided_candidates(in_indices, out_shape, off, s, p, d)
         cand.append(_keys(o[ok], out_shape))
-    out_keys = torch.unique(torch.cat(cand)) if cand else torch.zeros(0, dtype=torch.int64)
+    out_keys = (torch.unique(torch.cat(cand)) if cand
+                else torch.zeros(0, dtype=torch.int64, device=dev))
     out_idx = _unkeys(out_keys, out_shape)
     pairs = _strided_pairs(in_indices, spatial_shape, out_idx, out_shape, k, s, p, d)
     return out_idx, out_shape, pairs
@@ -308,7 +309,8 @@ def _pool_map(in_indices, spatial_shape, batch_size, kernel_size, stride, paddin
     stride = k if stride is None else stride
     out_idx, out_shape, pairs = kernel_map(in_indices, spatial_shape, batch_size, k, stride,
                                            padding, dilation)
-    pr = torch.cat(pairs) if pairs else torch.zeros(0, 2, dtype=torch.int64)
+    pr = (torch.cat(pairs) if pairs
+          else torch.zeros(0, 2, dtype=torch.int64, device=in_indices.device))
     return out_idx, out_shape, pr
 
 

@@ -67,6 +67,9 @@ class SparseTensor:
                     or features.shape[0] != indices.shape[0]:
                 raise ValueError(f"features must be [N={indices.shape[0]}, C], got "
                                  f"{tuple(getattr(features, 'shape', ()))}")
+            if features.device != indices.device:
+                raise ValueError(f"features: expected device {indices.device} (that of "
+                                 f"indices), got {features.device}")
         self.features = features
         self.indices = indices
         self.spatial_shape = spatial_shape
