@@ -279,6 +279,30 @@ def test_spike_path_identical_to_dense_path(cpu_isa, levels, cin, cout):
 
 
 @native
+def test_spike_path_many_rows_two_threads(cpu_isa):
+    # The spike CSR is filled by threads over chunks of rows: more rows than several chunks,
+    # two threads, so a row's writes spilling into a neighbouring chunk would show here.
+    torch.manual_seed(3)
+    idx = random_indices((24, 24, 24), 1, 0.6)
+    assert idx.shape[0] > 3 * 2048
+    x = (torch.rand(idx.shape[0], 37) < 0.1).float()
+    x[::5] *= torch.randint(1, 4, (x[::5].shape[0], 1)).float()  # some integer counts
+    w = torch.randn(20, 3, 3, 3, 37)
+    _, _, nb = sc.conv_map(idx, (24, 24, 24), 1, 3, 1, 0, 1, True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        dense = sc.sparse_conv(x, nb, w, spikes=False)
+        g = torch.randn(dense.shape)
+        gw = torch.ops.spikeops.sparse_conv_wgrad.default(g, x, nb, 0)
+        for _ in range(3):
+            assert torch.equal(sc.sparse_conv(x, nb, w, spikes=True), dense)
+            assert torch.equal(torch.ops.spikeops.sparse_conv_wgrad.default(g, x, nb, 1), gw)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@native
 def test_spike_path_bf16_and_layer():
     idx = random_indices((10, 10, 10), 1, 0.3)
     x = (torch.rand(idx.shape[0], 32) < 0.1).to(torch.bfloat16)

@@ -315,10 +315,9 @@ Csr spike_csr(const Tensor& x, int64_t spikes, int64_t ratio) {
   at::parallel_for(0, n, 2048, [&](int64_t b, int64_t e) { kern.csr_count(xp, c, b, e, ptr + 1); });
   for (int64_t i = 0; i < n; ++i) ptr[i + 1] += ptr[i];
   if (spikes == -1 && ptr[n] * ratio > x.numel()) return out;
-  const int64_t slack = 16;  // whole-vector compressed stores
   // Pooled: fresh pages would cost more in first-touch faults than filling them.
-  out.idx = cpu::pooled_empty({ptr[n] + slack}, x.options().dtype(at::kInt));
-  out.val = cpu::pooled_empty({ptr[n] + slack}, x.options());
+  out.idx = cpu::pooled_empty({std::max<int64_t>(ptr[n], 1)}, x.options().dtype(at::kInt));
+  out.val = cpu::pooled_empty({std::max<int64_t>(ptr[n], 1)}, x.options());
   int32_t* idx = out.idx.data_ptr<int32_t>();
   float* val = out.val.data_ptr<float>();
   std::atomic<bool> binary{true};

@@ -343,8 +343,8 @@ void csr_count(const float* x, int64_t C, int64_t r0, int64_t r1, int64_t* count
   }
 }
 
-// Writes the non-zero entries of rows [r0, r1) (channels ascending) at idx/val[ptr[i] ...].
-// AVX-512 stores whole compressed vectors: the arrays need kWidth slots of slack at the end.
+// Writes the non-zero entries of rows [r0, r1) (channels ascending) at idx/val[ptr[i] ...],
+// never outside [ptr[r0], ptr[r1]).
 void csr_fill(const float* x, int64_t C, int64_t r0, int64_t r1, const int64_t* ptr,
               int32_t* idx, float* val) {
   for (int64_t i = r0; i < r1; ++i) {
@@ -357,16 +357,22 @@ void csr_fill(const float* x, int64_t C, int64_t r0, int64_t r1, const int64_t* 
       const __m512 v = _mm512_maskz_loadu_ps(tail, row + j);
       const __mmask16 nz = _mm512_mask_cmp_ps_mask(tail, v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
       const __m512i ch = _mm512_add_epi32(iota, _mm512_set1_epi32(int32_t(j)));
-      _mm512_storeu_si512(idx + q, _mm512_maskz_compress_epi32(nz, ch));
-      _mm512_storeu_ps(val + q, _mm512_maskz_compress_ps(nz, v));
-      q += __builtin_popcount(nz);
+      // Masked stores of exactly the popcount lanes: a whole-vector store would spill
+      // past the row's end into rows another thread is filling.
+      const int cnt = __builtin_popcount(nz);
+      const __mmask16 keep = __mmask16((1u << cnt) - 1u);
+      _mm512_mask_storeu_epi32(idx + q, keep, _mm512_maskz_compress_epi32(nz, ch));
+      _mm512_mask_storeu_ps(val + q, keep, _mm512_maskz_compress_ps(nz, v));
+      q += cnt;
     }
 #else
-    for (int64_t j = 0; j < C; ++j) {  // branch-free append (slack at the end)
-      const float v = row[j];
-      idx[q] = int32_t(j);
-      val[q] = v;
-      q += !(v == 0.f);
+    for (int64_t j = 0; j < C; ++j) {  // writes only the row's own slots (threads fill
+      const float v = row[j];          // neighbouring rows concurrently)
+      if (!(v == 0.f)) {
+        idx[q] = int32_t(j);
+        val[q] = v;
+        ++q;
+      }
     }
 #endif
   }
