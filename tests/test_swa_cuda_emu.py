@@ -1,0 +1,110 @@
+"""The sliding-window attention CUDA kernels (csrc/cuda/swa) run in a host emulation against
+the CPU kernels: o, lse, dq, dk, dv over the CUDA test shapes of tests/test_swa.py, so their
+indexing, tiling, masks, shared-memory layout, warp shuffles and barrier choreography are
+checked on machines without a GPU (tests/cuda_emu/cuda_runtime.h says what is emulated and
+what is not: not timing, not the device's float arithmetic).
+
+The kernel sources are copied, their ``<<<...>>>`` launches rewritten into calls of
+``emu_launch_smem`` and their ``extern __shared__`` arrays into the launch's buffer
+(tests/cuda_emu_support.py), compiled with g++ (threads as fibers: -DEMU_FIBERS) into a
+shared library with tests/cuda_emu/swa_driver.cpp and called through ctypes. Float only:
+the emulated bf16 / fp16 types do not round. The launch checks of the emulation (grid and
+block limits, dynamic shared memory over 48 KB without cudaFuncSetAttribute) apply too.
+"""
+from __future__ import annotations
+
+import ctypes
+
+import pytest
+import torch
+
+from conftest import skip_unless
+from cuda_emu_support import build_emulation
+from test_swa import CUDA_SHAPES
+
+native = skip_unless("extension")
+
+I64, F32 = ctypes.c_int64, ctypes.c_float
+
+
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory):
+    return build_emulation(tmp_path_factory.mktemp("cuda_emu_swa"), ("swa",),
+                           ("cuda/swa/swa.cu", "cuda/swa/swa_f32.cu", "cuda/swa/swa_bf16.cu",
+                            "cuda/swa/swa_f16.cu"), "swa_driver.cpp", "libemu_swa",
+                           flags=("-DEMU_FIBERS",))
+
+
+def _p(t):
+    return ctypes.c_void_p(0 if t is None else t.data_ptr())
+
+
+def rel_err(a, b):
+    if a.numel() == 0:
+        return 0.0
+    assert torch.isfinite(a).all(), "unwritten (NaN) output"
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+def nan(*shape):
+    return torch.full(shape, float("nan"))
+
+
+def run_fwd(lib, q, k, v, window, scale):
+    B, T, H, D = q.shape
+    Dv = v.shape[3]
+    o, lse = nan(B, T, H, Dv), nan(B, H, T)
+    rc = lib.emu_swa_fwd(I64(B), I64(T), I64(H), I64(D), I64(Dv), I64(window), F32(scale),
+                         _p(q), _p(k), _p(v), _p(o), _p(lse))
+    return rc, o, lse
+
+
+def run_bwd(lib, go, gl, q, k, v, o, lse, window, scale):
+    B, T, H, D = q.shape
+    Dv = v.shape[3]
+    dq, dk, dv = nan(B, T, H, D), nan(B, T, H, D), nan(B, T, H, Dv)
+    rc = lib.emu_swa_bwd(I64(B), I64(T), I64(H), I64(D), I64(Dv), I64(window), F32(scale),
+                         _p(q), _p(k), _p(v), _p(o), _p(lse), _p(go), _p(gl), _p(dq), _p(dk),
+                         _p(dv))
+    return rc, dq, dk, dv
+
+
+def check(lib, shape, with_grad_lse):
+    B, T, H, D, Dv, window = shape
+    torch.manual_seed(sum(shape) + with_grad_lse)
+    q, k, v = torch.randn(B, T, H, D), torch.randn(B, T, H, D), torch.randn(B, T, H, Dv)
+    scale = D ** -0.5 if D else 1.0
+    rc, o, lse = run_fwd(lib, q, k, v, window, scale)
+    assert rc == 0
+    o_c, lse_c = torch.ops.spikeops.swa_fwd.default(q, k, v, window, scale)
+    assert rel_err(o, o_c) < 2e-5, "o"
+    assert (lse - lse_c).abs().max().item() < 2e-5 * max(1.0, lse_c.abs().max().item()), "lse"
+
+    go = torch.randn(B, T, H, Dv)
+    gl = torch.randn(B, H, T) if with_grad_lse else None
+    # both backward passes from the CPU forward, so they see the same o and lse
+    rc, dq, dk, dv = run_bwd(lib, go, gl, q, k, v, o_c, lse_c, window, scale)
+    assert rc == 0
+    want = torch.ops.spikeops.swa_bwd.default(go, gl, q, k, v, o_c, lse_c, window, scale)
+    for name, got, w in zip(("dq", "dk", "dv"), (dq, dk, dv), want):
+        assert rel_err(got, w) < 5e-5, name
+
+
+@native
+@pytest.mark.parametrize("shape", CUDA_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_emulated_swa_matches_cpu(lib, shape):
+    check(lib, shape, with_grad_lse=False)
+
+
+@native
+@pytest.mark.parametrize("shape", [(1, 200, 2, 40, 24, 90), (2, 70, 1, 3, 130, 33)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_emulated_swa_grad_lse(lib, shape):
+    check(lib, shape, with_grad_lse=True)
+
+
+@native
+def test_emulated_swa_rejects_head_dim_over_max(lib):
+    q = torch.randn(1, 4, 1, 257)
+    rc, o, _ = run_fwd(lib, q, q, q[..., :8].contiguous(), 3, 1.0)
+    assert rc != 0 and torch.isnan(o).all()
