@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <numeric>
 #include <memory>
 #define __host__
 #define __device__
@@ -183,6 +184,15 @@ inline EmuSched& emu_sched() {
   static EmuSched s;
   return s;
 }
+// 0: threads in index order, 1: reverse, 2: a pseudo-random order per round (env
+// EMU_FIBER_ORDER; read once).
+inline int emu_fiber_order() {
+  static const int order = [] {
+    const char* e = std::getenv("EMU_FIBER_ORDER");
+    return e == nullptr ? 0 : std::atoi(e);
+  }();
+  return order;
+}
 inline void emu_to_main(bool exiting) {
   EmuSched& s = emu_sched();
   EmuFiber& me = s.f[s.cur];
@@ -261,9 +271,26 @@ inline void emu_run_block(const std::function<void()>& body, dim3 block) {
     for (int r = 0; r < 6; ++r) *--sp = 0;                     // rbp rbx r12 r13 r14 r15
     f.sp = sp;
   }
+  uint64_t rng = 0x9e3779b97f4a7c15ull ^ (uint64_t(blockIdx.x) << 20) ^ blockIdx.y ^
+                 (uint64_t(blockIdx.z) << 40);
   while (s.live > 0) {
     bool ran = false;
-    for (unsigned i = 0; i < n; ++i) {
+    // The order in which the fibers run to their next barrier (EMU_FIBER_ORDER): a result
+    // that depends on it reads shared memory that another thread writes between the same
+    // two barriers (a missing __syncthreads).
+    unsigned first = 0, step = 1;
+    if (emu_fiber_order() == 1) {
+      first = n - 1;
+      step = n - 1;  // i.e. -1 mod n
+    } else if (emu_fiber_order() == 2) {
+      rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+      first = unsigned(rng >> 33) % n;
+      do {
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        step = unsigned(rng >> 33) % n;
+      } while (std::gcd(step, n) != 1);  // a permutation of the fibers
+    }
+    for (unsigned r = 0, i = first; r < n; ++r, i = (i + step) % n) {
       if (s.f[i].state != 0) continue;
       s.cur = i;
       threadIdx = s.f[i].tid;
