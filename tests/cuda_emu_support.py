@@ -96,7 +96,9 @@ def build_emulation(out: Path, families, sources, driver: str, name: str,
     inc.mkdir()
     for header in ("cuda_runtime.h", "cuda_fp16.h", "cuda_bf16.h"):
         shutil.copy(EMU / header, inc / header)
-    shutil.copy(EMU / "cuda_runtime.h", inc / "cuda_runtime_api.h")
+    # a forwarding header, not a copy: #pragma once tells two copies apart only by
+    # their modification times (a copy made in another second redefines everything)
+    (inc / "cuda_runtime_api.h").write_text('#pragma once\n#include "cuda_runtime.h"\n')
     so = out / f"{name}.so"
     cmd = [cxx, "-std=c++20", "-O1", "-fPIC", "-shared", "-I", str(inc), "-I", str(src),
            *flags]
