@@ -122,6 +122,18 @@ def test_emulated_swa_grad_lse(lib, shape):
     check(lib, shape, with_grad_lse=True)
 
 
+# Beyond CUDA_SHAPES: the largest head dims (~129 KB of dynamic shared memory in the
+# backward), D = 0, Dv = 0, T = 0, window 1 with a wide v, a window past 2^32.
+AWKWARD = [(1, 70, 2, 256, 256, 1000), (1, 100, 1, 0, 5, 10), (1, 50, 2, 5, 0, 10),
+           (1, 0, 2, 5, 5, 3), (1, 40, 1, 3, 130, 1), (1, 130, 1, 129, 127, 2 ** 40)]
+
+
+@native
+@pytest.mark.parametrize("shape", AWKWARD, ids=lambda s: "x".join(map(str, s)))
+def test_emulated_swa_awkward_shapes(lib, shape):
+    check(lib, shape, with_grad_lse=True)
+
+
 @native
 def test_emulated_swa_rejects_head_dim_over_max(lib):
     q = torch.randn(1, 4, 1, 257)
