@@ -5,6 +5,8 @@ the *_cuda_emu tests; skips when no suitable g++ is found."""
 from __future__ import annotations
 
 import ctypes
+import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -54,14 +56,28 @@ def rewrite_launches(s: str) -> str:
             if depth == 0:
                 break
             k += 1
-        s = (s[:j + 1] + f"emu_launch({kern}, dim3({args[0]}), dim3({args[1]}), {s[e + 4:k]})"
-             + s[k + 1:])
+        if len(args) >= 3 and args[2] != "0":  # dynamic shared memory
+            call = f"emu_launch_smem({kern}, dim3({args[0]}), dim3({args[1]}), size_t({args[2]}), "
+        else:
+            call = f"emu_launch({kern}, dim3({args[0]}), dim3({args[1]}), "
+        s = s[:j + 1] + call + f"{s[e + 4:k]})" + s[k + 1:]
     return s
 
 
-def build_emulation(out: Path, families, sources, driver: str, name: str) -> ctypes.CDLL:
+def rewrite_dynamic_shared(s: str) -> str:
+    """``extern __shared__ T name[];`` -> a pointer to the launch's dynamic shared memory
+    (tests/cuda_emu/cuda_runtime.h: emu_dyn_smem)."""
+    return re.sub(r"extern\s+__shared__\s+(\w+)\s+(\w+)\s*\[\s*\]\s*;",
+                  r"\1* \2 = static_cast<\1*>(emu_dyn_smem);", s)
+
+
+def build_emulation(out: Path, families, sources, driver: str, name: str,
+                    flags=()) -> ctypes.CDLL:
     """Compile csrc/cuda/<family>/ sources (paths relative to csrc) with tests/cuda_emu/
-    <driver> into out/<name>.so; pytest.skip without g++ or C++20 <barrier>."""
+    <driver> into out/<name>.so; pytest.skip without g++ or C++20 <barrier>. ``flags``:
+    extra g++ flags (e.g. -DEMU_FIBERS). With SPIKEOPS_EMU_SANITIZE set (e.g. to
+    ``address,undefined``) the library is built with -fsanitize=<it> (the process then
+    needs the sanitizer runtime preloaded: LD_PRELOAD=$(g++ -print-file-name=libasan.so))."""
     cxx = shutil.which("g++")
     if cxx is None:
         pytest.skip("g++ not found: CUDA emulation skipped")
@@ -75,14 +91,21 @@ def build_emulation(out: Path, families, sources, driver: str, name: str) -> cty
     for fam in families:
         shutil.copytree(ROOT / "csrc" / "cuda" / fam, src / "cuda" / fam)
         for f in list((src / "cuda" / fam).glob("*.cu")) + list((src / "cuda" / fam).glob("*.cuh")):
-            f.write_text(rewrite_launches(f.read_text()))
+            f.write_text(rewrite_dynamic_shared(rewrite_launches(f.read_text())))
     inc = out / "inc"
     inc.mkdir()
     for header in ("cuda_runtime.h", "cuda_fp16.h", "cuda_bf16.h"):
         shutil.copy(EMU / header, inc / header)
-    shutil.copy(EMU / "cuda_runtime.h", inc / "cuda_runtime_api.h")
+    # a forwarding header, not a copy: #pragma once tells two copies apart only by
+    # their modification times (a copy made in another second redefines everything)
+    (inc / "cuda_runtime_api.h").write_text('#pragma once\n#include "cuda_runtime.h"\n')
     so = out / f"{name}.so"
-    cmd = [cxx, "-std=c++20", "-O1", "-fPIC", "-shared", "-I", str(inc), "-I", str(src)]
+    cmd = [cxx, "-std=c++20", "-O1", "-fPIC", "-shared", "-I", str(inc), "-I", str(src),
+           *flags]
+    sanitize = os.environ.get("SPIKEOPS_EMU_SANITIZE")
+    if sanitize:
+        cmd += [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-g",
+                "-fno-sanitize-recover=all"]
     for s in sources:
         cmd += ["-x", "c++", str(src / s)]
     cmd += ["-x", "c++", str(EMU / driver), "-o", str(so), "-lpthread"]

@@ -66,6 +66,8 @@ CASES = [  # B, T, Hq, Hkv, K, V, cu_seqlens, with h0 / dht
     (1, 150, 2, 2, 37, 33, [0, 3, 67, 67, 150], True),
     (2, 65, 4, 2, 8, 40, None, False),
     (1, 70, 1, 1, 128, 130, None, True),  # the benchmark head dims, V with a tail
+    (2, 0, 2, 2, 8, 4, None, True),  # T = 0: final state = initial state
+    (1, 300, 2, 1, 17, 5, [0, 0, 1, 64, 65, 128, 300, 300], True),  # empty first / last
 ]
 
 
