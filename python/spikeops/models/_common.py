@@ -83,7 +83,7 @@ class ConvBN(nn.Module):
 class LinearBN(nn.Module):
     """Linear + BatchNorm over channels on time-major tokens ``[T, B, N, C]``."""
 
-    def __init__(self, cin, cout, bias=True):
+    def __init__(self, cin, cout, bias=False):
         super().__init__()
         self.linear = nn.Linear(cin, cout, bias=bias)
         self.bn = nn.BatchNorm1d(cout)

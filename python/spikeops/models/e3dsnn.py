@@ -2,7 +2,7 @@
 Sparse Convolution", AAAI 2025): points are voxelised into a :class:`~spikeops.sparse.SparseTensor`
 (spike voxel coding), then spike sparse convolution stages: submanifold convs on integer
 I-LIF spikes with membrane-shortcut residual blocks, strided sparse convs between stages,
-a global pool and a small classifier (whose Linear layers take the ``nm=`` option: the
+I-LIF spikes averaged over each cloud's sites and a small classifier (whose Linear layers take the ``nm=`` option: the
 sparse convolutions have no N:M form).
 
     x = points_to_sparse([pts0, pts1], grid=16)     # list of [P_i, 3] in [-1, 1]^3
@@ -101,8 +101,8 @@ class E3DSNN(nn.Module):
             self.stages.append(nn.ModuleList(SSCBlock(w, f"subm{i}", max_level)
                                              for _ in range(d)))
         self.pool = SparseGlobalAvgPool()
-        self.head_n = ilif(max_level)
-        self.fc1 = nn.Linear(widths[-1], hidden)
+        self.head_n = SparseILIF(max_level)
+        self.fc1 = nn.Linear(widths[-1], hidden, bias=False)   # BN follows
         self.bn = nn.BatchNorm1d(hidden)
         self.fc_n = ilif(max_level)
         self.fc2 = nn.Linear(hidden, num_classes)
@@ -123,7 +123,6 @@ class E3DSNN(nn.Module):
                 x = bn(conv(n(x)))
             for blk in blocks:
                 x = blk(x)
-        pooled = self.pool(x)                                       # [B, C] membrane level
-        s = self.head_n(pooled.unsqueeze(0).contiguous())[0]
-        h = self.bn(self.fc1(s))
+        rates = self.pool(self.head_n(x))                          # [B, C] spike counts / site
+        h = self.bn(self.fc1(rates))
         return self.fc2(self.fc_n(h.unsqueeze(0).contiguous())[0])

@@ -30,11 +30,12 @@ CONFIGS = {
 
 
 class SeqLIF(nn.Module):
-    """LIF along the sequence of ``[B, L, C]`` (time-major ``[L, B, C]`` for the kernel)."""
+    """LIF along the sequence of ``[B, L, C]`` (time-major ``[L, B, C]`` for the kernel);
+    threshold 0.5, its inputs being normalised (unit variance)."""
 
-    def __init__(self):
+    def __init__(self, v_threshold=0.5):
         super().__init__()
-        self.lif = lif()
+        self.lif = lif(v_threshold=v_threshold)
 
     def forward(self, x):
         return self.lif(x.transpose(0, 1).contiguous()).transpose(0, 1)
@@ -84,19 +85,21 @@ class LinearMixer(nn.Module):
 
 
 class SpikingRFFN(nn.Module):
-    """Receptance FFN on spikes: ``sigmoid(W_r s) * W_v LIF(relu(W_k s)^2)``."""
+    """Receptance FFN on spikes: ``sigmoid(W_r s) * W_v LIF(LN(W_k shift_mix(s))))``: the
+    hidden layer fires (a LIF in place of RWKV's squared ReLU; the LayerNorm keeps its
+    input at unit scale so it fires at initialisation)."""
 
     def __init__(self, dim, hidden):
         super().__init__()
         self.key = nn.Linear(dim, hidden, bias=False)
+        self.norm = nn.LayerNorm(hidden)
         self.receptance = nn.Linear(dim, dim, bias=False)
         self.value = nn.Linear(hidden, dim, bias=False)
         self.lif = SeqLIF()
 
     def forward(self, s):
-        xx = _shift(s)
-        k = torch.relu(self.key(0.5 * (s + xx))) ** 2
-        return torch.sigmoid(self.receptance(s)) * self.value(self.lif(k))
+        k = self.key(0.5 * (s + _shift(s)))
+        return torch.sigmoid(self.receptance(s)) * self.value(self.lif(self.norm(k)))
 
 
 class SpikeGPTBlock(nn.Module):

@@ -69,9 +69,9 @@ class SpikingMLP(nn.Module):
 
 
 class SpikformerBlock(nn.Module):
-    def __init__(self, dim, num_heads, mlp_ratio):
+    def __init__(self, dim, num_heads, mlp_ratio, attn_scale=0.125):
         super().__init__()
-        self.attn = SpikingSelfAttention(dim, num_heads)
+        self.attn = SpikingSelfAttention(dim, num_heads, attn_scale)
         self.mlp = SpikingMLP(dim, int(dim * mlp_ratio))
 
     def forward(self, x):
@@ -82,17 +82,19 @@ class SpikformerBlock(nn.Module):
 class Spikformer(SpikingModel):
     """Args: in_channels, num_classes, img_size (used only to check the input), embed_dim,
     depth, num_heads, mlp_ratio, pools (max pools in the stem: tokens = (img/2^pools)^2),
-    T (time steps of the direct encoding), nm (None, True, (n, m) or "n:m": N:M linear and
+    T (time steps of the direct encoding), attn_scale (SSA's scale, 0.125 in the paper; with
+    few tokens and low firing rates q k^T v stays below the attention threshold at
+    initialisation, a larger scale wakes it), nm (None, True, (n, m) or "n:m": N:M linear and
     conv layers, see :func:`spikeops.models.apply_nm`)."""
 
     def __init__(self, in_channels=3, num_classes=10, img_size=32, embed_dim=64, depth=2,
-                 num_heads=4, mlp_ratio=2.0, pools=None, T=4, nm=None):
+                 num_heads=4, mlp_ratio=2.0, pools=None, T=4, attn_scale=0.125, nm=None):
         super().__init__()
         if pools is None:
             pools = 1 if img_size <= 16 else 2
         self.T, self.img_size, self.in_channels = int(T), img_size, in_channels
         self.patch = SpikingPatchSplitting(in_channels, embed_dim, pools)
-        self.blocks = nn.ModuleList(SpikformerBlock(embed_dim, num_heads, mlp_ratio)
+        self.blocks = nn.ModuleList(SpikformerBlock(embed_dim, num_heads, mlp_ratio, attn_scale)
                                     for _ in range(depth))
         self.head = nn.Linear(embed_dim, num_classes)
         self.nm_layers = apply_nm(self, nm)
