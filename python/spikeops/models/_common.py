@@ -11,17 +11,23 @@ __all__ = ["parse_nm", "apply_nm", "seq", "ConvBN", "LinearBN", "SpikingModel", 
 
 def parse_nm(nm) -> tuple[int, int] | None:
     """``nm=`` of every model: None / False (dense), True (2:4), ``(n, m)`` or ``"n:m"``."""
+    from ..ops.nm import _check_nm
+
     if nm is None or nm is False:
         return None
     if nm is True:
         return (2, 4)
+    spec = None
     if isinstance(nm, str):
         parts = nm.split(":")
         if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
-            return int(parts[0]), int(parts[1])
+            spec = int(parts[0]), int(parts[1])
     elif isinstance(nm, (tuple, list)) and len(nm) == 2 and all(
             isinstance(v, int) and not isinstance(v, bool) for v in nm):
-        return int(nm[0]), int(nm[1])
+        spec = int(nm[0]), int(nm[1])
+    if spec is not None:
+        _check_nm(*spec)                 # n < m, m a power of two up to 32
+        return spec
     raise ValueError(f"nm: expected None, True (2:4), an (n, m) pair or an 'n:m' string, "
                      f"got {nm!r}")
 
