@@ -116,7 +116,8 @@ def test_e3dsnn_many_sites_two_threads_match_reference():
         return models.points_to_sparse([torch.rand(200, 3, generator=g) * 2 - 1
                                         for _ in range(6)])
 
-    _, (y_k, _, g_k), (y_r, _, g_r) = _compare("e3dsnn", None, many)
+    _, (y_k, _, g_k), (y_r, _, g_r) = _compare("e3dsnn", None, many, widths=(8, 8, 8),
+                                               hidden=16)
     assert _rel(y_k[0], y_r[0]) <= RTOL
     total = torch.sqrt(sum(v.norm() ** 2 for v in g_r.values())).item()
     assert max(_rel(g_k[n], g_r[n], 1e-3 * total) for n in g_r) <= RTOL

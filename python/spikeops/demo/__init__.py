@@ -229,7 +229,7 @@ def _train(task, args, progress):
             history.setdefault(k, []).append(v)
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         print(f"epoch {epoch}: train loss {history['train_loss'][-1]:.4f}, {shown} "
-              f"({seconds:.1f} s)", file=sys.stderr if not progress else sys.stdout)
+              f"({seconds:.1f} s)", flush=True)
     history["train_seconds"] = train_time
     return history
 

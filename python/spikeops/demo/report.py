@@ -105,11 +105,11 @@ def markdown(meta: dict, history: dict, rates: dict, energy_report) -> str:
                   "numbers below say nothing about the full demo.*", ""]
     lines += ["## Result", ""]
     if "accuracy" in f:
-        lines.append(f"- **test accuracy {f['accuracy']:.2%}** after {meta['epochs']} epochs "
+        lines.append(f"- **test accuracy {f['accuracy']:.2%}** after {meta['epochs']} epoch(s) "
                      f"(test loss {f['test_loss']:.4f})")
     else:
         lines.append(f"- **validation {f['bits_per_char']:.3f} bits per character** after "
-                     f"{meta['epochs']} epochs of {meta['steps_per_epoch']} steps")
+                     f"{meta['epochs']} epoch(s) of {meta['steps_per_epoch']} steps")
     lines += [
         f"- training {meta['train_seconds']:.1f} s; whole run {meta['wall_seconds']:.1f} s "
         f"(data, training, evaluation, timing, energy)",
