@@ -46,9 +46,11 @@ if [ -n "$required" ] || [ ${#need_tools[@]} -gt 0 ]; then
   # shellcheck disable=SC2086
   "${PIP[@]}" install $required ${need_tools[@]+"${need_tools[@]}"}
 fi
-# Benchmark extras and peers: useful, not required. SpikingJelly's pinned deps would pull
+# Demo and benchmark extras and peers: the demo needs scikit-learn, matplotlib and tqdm; the
+# test suite skips the demo tests without them. SpikingJelly's pinned deps would pull
 # another torch, so it comes without them (loguru is all its import needs).
-optional=$(missing "pytest-benchmark>=4:pytest_benchmark" "tqdm:tqdm" "rich:rich" "loguru:loguru")
+optional=$(missing "scikit-learn:sklearn" "matplotlib:matplotlib" "pytest-benchmark>=4:pytest_benchmark" \
+  "tqdm:tqdm" "rich:rich" "loguru:loguru")
 if [ -n "$optional" ]; then
   # shellcheck disable=SC2086
   "${PIP[@]}" install $optional || echo "setup: could not install $optional (optional)"

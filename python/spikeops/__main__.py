@@ -1,4 +1,4 @@
-"""`python -m spikeops {info,bench}`: build facts and the benchmark harness."""
+"""`python -m spikeops {demo,info,bench}`: the demo, build facts and the benchmark harness."""
 from __future__ import annotations
 
 import argparse
@@ -27,10 +27,11 @@ def _info(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"info": "build facts (version, torch, CPU ISAs, CUDA archs)",
+    commands = {"demo": "train a spiking model, compare kernels and references, write a report",
+                "info": "build facts (version, torch, CPU ISAs, CUDA archs)",
                 "bench": "time the kernels against references and peers"}
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
-        print("usage: python -m spikeops {info,bench} [options]\n")
+        print("usage: python -m spikeops {demo,info,bench} [options]\n")
         for name, text in commands.items():
             print(f"  {name:<6} {text}")
         if argv and argv[0] not in ("-h", "--help"):
@@ -39,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if argv[0] == "info":
         return _info(argv[1:])
+    if argv[0] == "demo":
+        from .demo import main as demo_main
+
+        return demo_main(argv[1:])
     from .bench.cli import main as bench_main
 
     return bench_main(argv[1:])
