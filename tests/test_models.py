@@ -104,11 +104,6 @@ def test_kernels_match_reference(name, nm):
 
 
 @skip_unless("extension")
-@pytest.mark.xfail(strict=True, reason=(
-    "known kernel bug: the CPU spike CSR of sparse_conv_fwd / wgrad (csrc/cpu/kernels/"
-    "sparse_conv_kernel.cpp csr_fill) stores whole vectors past the end of each "
-    "parallel_for chunk of 2048 rows, racing with the next chunk: with 2 threads and more "
-    "than 2048 active sites the spike path returns wrong rows near the chunk boundary"))
 def test_e3dsnn_many_sites_two_threads_match_reference():
     torch.set_num_threads(2)
 

@@ -27,7 +27,6 @@ __all__ = ["main", "build_parser", "DemoError"]
 _DEFAULTS = {  # per task: model, epochs, batch size, learning rate
     "digits": dict(model="meta_spikeformer", epochs=12, batch_size=32, lr=3e-3),
     "lm": dict(model="spikegpt", epochs=4, batch_size=16, lr=3e-3),
-    # batch 8: ~1,200 active sites per stem layer (see the report's notes)
     "points": dict(model="e3dsnn", epochs=10, batch_size=8, lr=3e-3),
 }
 
