@@ -203,9 +203,7 @@ std::tuple<Tensor, Tensor> sparse_conv_map(const Tensor& indices, at::IntArrayRe
     }
     return true;
   };
-  double cells = double(batch_size);
-  for (int64_t x : out_shape) cells *= double(x);
-  const int64_t bound = int64_t(std::min(double(n) * double(K), cells));
+  const int64_t bound = sparse::out_sites_bound(geo, n, batch_size);
   HashMap out_map(bound);
   at::parallel_for(0, n, 1024, [&](int64_t b, int64_t e) {
     int64_t o[8];

@@ -2,6 +2,7 @@
 #include "ops/sparse_conv.h"
 
 #include <algorithm>
+#include <numeric>
 #include <sstream>
 
 #include "ops/common.h"
@@ -41,6 +42,8 @@ void check_indices_meta(const at::Tensor& indices, const std::vector<int64_t>& s
   double cells = double(batch);
   for (int64_t s : shape) cells *= double(s);
   TORCH_CHECK_VALUE(cells < 9.0e18, "batch_size * prod(spatial_shape) must fit int64");
+  TORCH_CHECK_VALUE(indices.size(0) < (int64_t(1) << 31), "indices: at most 2^31 - 1 sites "
+                    "(rows are int32 in the kernel maps), got ", indices.size(0));
 }
 
 int index_row_error(const int32_t* r, const std::vector<int64_t>& shape, int64_t batch) {
@@ -116,8 +119,23 @@ MapGeometry map_geometry(const std::vector<int64_t>& shape, at::IntArrayRef kern
                           g.out_shape[i] >= 1,
                       "kernel_size/stride/padding/dilation give an empty output for "
                       "spatial_shape ", shape_str(shape));
+    TORCH_CHECK_VALUE(g.out_shape[i] < (int64_t(1) << 31), "kernel_size/stride/padding/"
+                      "dilation give an output grid too large for int32 indices: ",
+                      shape_str(g.out_shape));
   }
   return g;
+}
+
+int64_t out_sites_bound(const MapGeometry& g, int64_t n, int64_t batch_size) {
+  double per_input = 1, cells = double(batch_size);
+  for (size_t t = 0; t < g.k.size(); ++t) {
+    const int64_t gd = std::gcd(g.d[t], g.s[t]);
+    per_input *= double((g.k[t] * gd + g.s[t] - 1) / g.s[t]);
+    cells *= double(g.out_shape[t]);
+  }
+  TORCH_CHECK_VALUE(cells < 9.0e18, "batch_size * prod(output grid ", shape_str(g.out_shape),
+                    ") must fit int64");
+  return int64_t(std::min(double(n) * per_input, cells));
 }
 
 void check_nbmap(const at::Tensor& nbmap, const char* name) {

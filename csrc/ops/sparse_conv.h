@@ -41,6 +41,11 @@ MapGeometry map_geometry(const std::vector<int64_t>& shape, at::IntArrayRef kern
                          at::IntArrayRef stride, at::IntArrayRef padding,
                          at::IntArrayRef dilation, bool subm);
 
+// Capacity bound of a regular conv's output-site table: an input site reaches at most
+// prod_t ceil(k_t * gcd(d_t, s_t) / s_t) output sites (the offsets j with j d_t = x + p_t
+// mod s_t), and there are at most batch * prod(out_shape) sites.
+int64_t out_sites_bound(const MapGeometry& g, int64_t n, int64_t batch_size);
+
 void check_nbmap(const at::Tensor& nbmap, const char* name);
 [[noreturn]] void raise_nbmap_range(const char* name, int64_t num_in);
 [[noreturn]] void raise_nbmap_twice();

@@ -105,9 +105,7 @@ std::tuple<Tensor, Tensor> sparse_conv_map(const Tensor& indices, at::IntArrayRe
     if (dup.item<int32_t>() != 0) sparse::raise_duplicates();
     return {ic.clone(), nbmap};  // a fresh tensor: op outputs may not alias inputs
   }
-  double cells = double(batch_size);
-  for (int64_t x : geo.out_shape) cells *= double(x);
-  const int64_t bound = int64_t(std::min(double(n) * double(K), cells));
+  const int64_t bound = sparse::out_sites_bound(geo, n, batch_size);
   DeviceTable out_table(bound, ic.options());
   C10_CUDA_CHECK(sparse_out_insert_cuda(idx, n, g, out_table.t, stream));
   Tensor keys = at::empty({std::max<int64_t>(bound, 1)}, ic.options().dtype(at::kLong));
@@ -161,6 +159,9 @@ Tensor sparse_conv_fwd(const Tensor& features, const Tensor& nbmap, const Tensor
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int64_t M = nbmap.size(0), K = nbmap.size(1), N = features.size(0);
   const int64_t Cin = weight.size(2), Cout = weight.size(0);
+  // The forward grid has ceil(Cout / 64) column tiles in grid.y (at most 65535).
+  TORCH_CHECK_VALUE(Cout <= 65535 * 64, "weight: Cout = ", Cout, "; the CUDA kernels take "
+                    "Cout <= ", 65535 * 64);
   Tensor out = at::empty({M, Cout}, features.options());
   if (poison_outputs() && out.numel() > 0) out.fill_(std::numeric_limits<float>::quiet_NaN());
   if (out.numel() == 0) return out;
@@ -209,6 +210,10 @@ Tensor sparse_conv_wgrad(const Tensor& grad_out, const Tensor& features, const T
   const int64_t splits = sparse_wgrad_splits(M);
   Tensor ws;
   if (splits > 1) ws = at::empty({splits, K, Cin, Cout}, fopts);
+  if (poison_outputs()) {  // every element must be written by the kernels
+    dw.fill_(std::numeric_limits<float>::quiet_NaN());
+    if (ws.defined()) ws.fill_(std::numeric_limits<float>::quiet_NaN());
+  }
   Tensor bad = at::empty({1}, nc.options());
   SparseConvCudaParams p;
   p.M = M;
