@@ -241,12 +241,10 @@ SPIKEOPS_INLINE int64_t block_pairs(const SparseConvParams& p, int64_t b0, int64
   return n;
 }
 
-// Weight gradient of output rows [m0, m1) into part [K, Cin, CoutPad] (fp32, accumulated):
-// blocks of kWBlock output rows (their g rows stay in L2 across the K offsets), then per
-// offset k the block's pairs, then register tiles of kRows channels x NV vectors. Each
-// element's terms are the pairs in output-row order.
-void wgrad_rows(const SparseConvParams& p, int64_t m0, int64_t m1, float* part, int64_t ldb) {
-  const int64_t nvec = p.CoutPad / kWidth;
+// Calls fn(k, pin, pout, np) for each block of kWBlock output rows in [m0, m1) and each
+// offset k, with the block's np pairs of offset k in output-row order.
+template <typename Fn>
+SPIKEOPS_INLINE void for_block_pairs(const SparseConvParams& p, int64_t m0, int64_t m1, Fn fn) {
   thread_local std::vector<int32_t> pin, pout;
   pin.resize(size_t(kWBlock));
   pout.resize(size_t(kWBlock));
@@ -254,24 +252,35 @@ void wgrad_rows(const SparseConvParams& p, int64_t m0, int64_t m1, float* part, 
     const int64_t b1 = std::min(m1, b0 + kWBlock);
     for (int64_t k = 0; k < p.K; ++k) {
       const int64_t np = block_pairs(p, b0, b1, k, pin.data(), pout.data());
-      if (np == 0) continue;
-      for (int64_t c = 0; c < p.Cin; c += kRows) {
-        const int nc = int(std::min<int64_t>(kRows, p.Cin - c));
-        float* tb = part + (k * p.Cin + c) * ldb;
-        for (int64_t v0 = 0; v0 < nvec; v0 += kMaxNV) {
-          const int64_t col = v0 * kWidth;
-          switch (std::min<int64_t>(kMaxNV, nvec - v0)) {
-            case 1: wgrad_tile<1>(p, pin.data(), pout.data(), np, c, nc, col, tb, ldb); break;
+      if (np > 0) fn(k, pin.data(), pout.data(), np);
+    }
+  }
+}
+
+// Weight gradient of output rows [m0, m1) into part [K, Cin, CoutPad] (fp32, accumulated):
+// blocks of kWBlock output rows (their g rows stay in L2 across the K offsets), then per
+// offset k the block's pairs, then register tiles of kRows channels x NV vectors. Each
+// element's terms are the pairs in output-row order.
+void wgrad_rows(const SparseConvParams& p, int64_t m0, int64_t m1, float* part, int64_t ldb) {
+  const int64_t nvec = p.CoutPad / kWidth;
+  for_block_pairs(p, m0, m1, [&](int64_t k, const int32_t* pin, const int32_t* pout,
+                                 int64_t np) {
+    for (int64_t c = 0; c < p.Cin; c += kRows) {
+      const int nc = int(std::min<int64_t>(kRows, p.Cin - c));
+      float* tb = part + (k * p.Cin + c) * ldb;
+      for (int64_t v0 = 0; v0 < nvec; v0 += kMaxNV) {
+        const int64_t col = v0 * kWidth;
+        switch (std::min<int64_t>(kMaxNV, nvec - v0)) {
+          case 1: wgrad_tile<1>(p, pin, pout, np, c, nc, col, tb, ldb); break;
 #if !defined(SPIKEOPS_ISA_avx2)
-            case 3: wgrad_tile<3>(p, pin.data(), pout.data(), np, c, nc, col, tb, ldb); break;
-            case 4: wgrad_tile<4>(p, pin.data(), pout.data(), np, c, nc, col, tb, ldb); break;
+          case 3: wgrad_tile<3>(p, pin, pout, np, c, nc, col, tb, ldb); break;
+          case 4: wgrad_tile<4>(p, pin, pout, np, c, nc, col, tb, ldb); break;
 #endif
-            default: wgrad_tile<2>(p, pin.data(), pout.data(), np, c, nc, col, tb, ldb); break;
-          }
+          default: wgrad_tile<2>(p, pin, pout, np, c, nc, col, tb, ldb); break;
         }
       }
     }
-  }
+  });
 }
 
 // Zero-skipping weight gradient, same blocks and order as wgrad_rows: each non-zero
@@ -293,32 +302,25 @@ SPIKEOPS_INLINE void skip_scatter(const SparseConvParams& p, int64_t i, const fl
 void wgrad_rows_skip(const SparseConvParams& p, int64_t m0, int64_t m1, float* part,
                      int64_t ldp) {
   const int64_t ldg = p.CoutPad, nvec = p.CoutPad / kWidth;
-  thread_local std::vector<int32_t> pin, pout;
-  pin.resize(size_t(kWBlock));
-  pout.resize(size_t(kWBlock));
-  for (int64_t b0 = m0; b0 < m1; b0 += kWBlock) {
-    const int64_t b1 = std::min(m1, b0 + kWBlock);
-    for (int64_t k = 0; k < p.K; ++k) {
-      const int64_t np = block_pairs(p, b0, b1, k, pin.data(), pout.data());
-      for (int64_t v0 = 0; v0 < nvec; v0 += kMaxNV) {
-        const int64_t col = v0 * kWidth;
-        float* pk = part + k * p.Cin * ldp + col;
-        const int nv = int(std::min<int64_t>(kMaxNV, nvec - v0));
-        for (int64_t q = 0; q < np; ++q) {
-          const float* gr = p.g + int64_t(pout[size_t(q)]) * ldg + col;
-          const int64_t i = pin[size_t(q)];
-          switch (nv) {
-            case 1: skip_scatter<1>(p, i, gr, pk, ldp); break;
+  for_block_pairs(p, m0, m1, [&](int64_t k, const int32_t* pin, const int32_t* pout,
+                                 int64_t np) {
+    for (int64_t v0 = 0; v0 < nvec; v0 += kMaxNV) {
+      const int64_t col = v0 * kWidth;
+      float* pk = part + k * p.Cin * ldp + col;
+      const int nv = int(std::min<int64_t>(kMaxNV, nvec - v0));
+      for (int64_t q = 0; q < np; ++q) {
+        const float* gr = p.g + int64_t(pout[q]) * ldg + col;
+        switch (nv) {
+          case 1: skip_scatter<1>(p, pin[q], gr, pk, ldp); break;
 #if !defined(SPIKEOPS_ISA_avx2)
-            case 3: skip_scatter<3>(p, i, gr, pk, ldp); break;
-            case 4: skip_scatter<4>(p, i, gr, pk, ldp); break;
+          case 3: skip_scatter<3>(p, pin[q], gr, pk, ldp); break;
+          case 4: skip_scatter<4>(p, pin[q], gr, pk, ldp); break;
 #endif
-            default: skip_scatter<2>(p, i, gr, pk, ldp); break;
-          }
+          default: skip_scatter<2>(p, pin[q], gr, pk, ldp); break;
         }
       }
     }
-  }
+  });
 }
 
 // Number of non-zero entries (NaN counts) of each row of x [r0, r1) x C into counts.

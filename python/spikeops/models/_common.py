@@ -117,3 +117,10 @@ class SpikingModel(nn.Module):
             return x
         raise ValueError(f"x: expected an image batch [B, C, H, W] or a time-major "
                          f"[T, B, C, H, W] tensor, got shape {tuple(x.shape)}")
+
+
+def check_tokens(idx: torch.Tensor) -> None:
+    """Language models take integer token ids ``[B, L]``."""
+    if idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"idx: expected int64 tokens [B, L], got {idx.dtype} "
+                         f"{tuple(idx.shape)}")

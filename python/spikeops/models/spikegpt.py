@@ -19,7 +19,7 @@ from torch import nn
 from .. import ops
 from ..nn.attention import LinearAttention
 from ..nn.neurons import reset_net
-from ._common import apply_nm, lif
+from ._common import apply_nm, check_tokens, lif
 
 __all__ = ["SpikeGPT", "SpikingRWKV", "SpikingRFFN", "CONFIGS"]
 
@@ -137,9 +137,7 @@ class SpikeGPT(nn.Module):
         self.nm_layers = apply_nm(self, nm, skip=("head",))
 
     def forward(self, idx):
-        if idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"idx: expected int64 tokens [B, L], got {idx.dtype} "
-                             f"{tuple(idx.shape)}")
+        check_tokens(idx)
         reset_net(self)
         x = self.ln0(self.emb(idx))
         for blk in self.blocks:

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..nn.attention import GatedLinearAttention, SlidingWindowAttention
 from ..nn.neurons import reset_net
-from ._common import apply_nm, ilif
+from ._common import apply_nm, check_tokens, ilif
 
 __all__ = ["SpikingBrain", "HybridBlock", "SpikingMLP", "CONFIGS"]
 
@@ -82,9 +82,7 @@ class SpikingBrain(nn.Module):
         self.nm_layers = apply_nm(self, nm, skip=("head",))
 
     def forward(self, idx):
-        if idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"idx: expected int64 tokens [B, L], got {idx.dtype} "
-                             f"{tuple(idx.shape)}")
+        check_tokens(idx)
         reset_net(self)
         x = self.emb(idx)
         for blk in self.blocks:
