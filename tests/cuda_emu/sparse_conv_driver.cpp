@@ -57,7 +57,7 @@ extern "C" int emu_sparse_map(const int32_t* idx, int64_t n, int ndim, const int
     if (n > max_rows) return 3;
     if (sparse_subm_map_cuda(idx, n, g, in.t, nbmap, nullptr) != 0) return -1;
     if (dup) return 2;
-    std::memcpy(out_indices, idx, size_t(n * (ndim + 1)) * sizeof(int32_t));
+    if (n > 0) std::memcpy(out_indices, idx, size_t(n * (ndim + 1)) * sizeof(int32_t));
     *M_out = n;
     return 0;
   }
