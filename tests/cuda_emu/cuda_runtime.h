@@ -360,6 +360,21 @@ inline void emu_run_block(const std::function<void()>& body, dim3 block) {
 }
 #endif
 
+// __syncthreads_or: a barrier that also ORs a predicate over the block. Call c of a block
+// uses flag c % 3 and, before its barrier, clears flag (c + 1) % 3: that flag's readers
+// (call c - 2) all finished before barrier c - 1, and its next writers (call c + 1) start
+// after barrier c, so neither a read nor an OR can meet the clear.
+inline int emu_sync_or_flag[3];
+inline int emu_sync_or_calls[1024];
+inline int __syncthreads_or(int pred) {
+  const unsigned tid = emu_tid();
+  const int c = emu_sync_or_calls[tid]++ % 3;
+  if (pred) __atomic_fetch_or(&emu_sync_or_flag[c], 1, __ATOMIC_SEQ_CST);
+  __atomic_store_n(&emu_sync_or_flag[(c + 1) % 3], 0, __ATOMIC_SEQ_CST);
+  __syncthreads();
+  return __atomic_load_n(&emu_sync_or_flag[c], __ATOMIC_SEQ_CST);
+}
+
 // Kernel arguments are passed as they are (a Params struct, or several values).
 template <typename K, typename... P>
 void emu_launch_smem(K kernel, dim3 grid, dim3 block, size_t smem, const P&... p) {
@@ -374,6 +389,8 @@ void emu_launch_smem(K kernel, dim3 grid, dim3 block, size_t smem, const P&... p
         blockIdx = dim3(bx, by, bz);
         std::memset(dyn.get(), 0xff, smem);
         std::memset(emu_shfl_parity, 0, sizeof(emu_shfl_parity));
+        std::memset(emu_sync_or_calls, 0, sizeof(emu_sync_or_calls));
+        std::memset(emu_sync_or_flag, 0, sizeof(emu_sync_or_flag));
         emu_run_block([&] { kernel(p...); }, block);
       }
   emu_dyn_smem = nullptr;

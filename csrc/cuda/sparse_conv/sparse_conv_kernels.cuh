@@ -58,7 +58,6 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(const SparseConvCudaParam
   __shared__ float As[kBK][kBM + 4];
   __shared__ float Bs[kBK][kBN];
   __shared__ int rows_in[kBM];
-  __shared__ int any[2];
   const T* __restrict__ x = static_cast<const T*>(p.x);
   const T* __restrict__ w = static_cast<const T*>(p.w);
   T* __restrict__ out = static_cast<T*>(p.out);
@@ -69,13 +68,10 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(const SparseConvCudaParam
   for (int i = 0; i < 4; ++i)
 #pragma unroll
     for (int j = 0; j < 4; ++j) acc[i][j] = 0.f;
-  if (tid == 0) any[0] = any[1] = 0;
-  __syncthreads();
   for (int64_t k = 0; k < p.K; ++k) {
-    // any[par] says whether a row of the tile has a neighbour at k; any[par ^ 1] is reset
-    // for k + 1 (nobody reads it before the barrier below: the last reads of the previous
-    // offset's flag precede that offset's barriers, or it was 0 already).
-    const int par = int(k & 1);
+    // Whether a row of the tile has a neighbour at k: a barrier with an OR over the block
+    // (rows_in is read only after it, and only in offsets that are not skipped).
+    int has = 0;
     if (tid < kBM) {
       const int64_t m = m0 + tid;
       int i = -1;
@@ -85,13 +81,11 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(const SparseConvCudaParam
           atomicOr(p.bad, 1);
           i = -1;
         }
-        if (i >= 0) atomicOr(&any[par], 1);
+        has = i >= 0;
       }
       rows_in[tid] = i;
     }
-    if (tid == 0) any[par ^ 1] = 0;
-    __syncthreads();
-    if (!any[par] || p.Cin == 0) continue;  // uniform over the block
+    if (!__syncthreads_or(has) || p.Cin == 0) continue;  // uniform over the block
     const T* wk = w + k * p.Cin * p.Cout;
     for (int64_t c0 = 0; c0 < p.Cin; c0 += kBK) {
       for (int e = tid; e < kBM * kBK; e += kThreads) {
