@@ -129,9 +129,12 @@ def _check_device(args):
         if not torch.cuda.is_available():
             raise DemoError(f"--device {args.device}: no CUDA GPU is available here "
                             "(torch.cuda.is_available() is False); use --device cpu")
-        if args.task == "points":
+        import os
+
+        if args.task == "points" and os.environ.get("SPIKEOPS_UNVALIDATED_CUDA") != "1":
             raise DemoError(f"--device {args.device}: the points task needs the sparse "
-                            "convolution, which has CPU kernels only; use --device cpu")
+                            "convolution, whose CUDA kernels have not run on a GPU yet; use "
+                            "--device cpu (or set SPIKEOPS_UNVALIDATED_CUDA=1 to try them)")
 
 
 def _check_deps():
