@@ -197,6 +197,50 @@ def test_ssa_product_counts():
     assert r.acs == 2                  # k * v has 2 non-zeros
 
 
+def test_token_mixer_counts():
+    """Linear attention, simple GLA, sliding-window attention and RWKV-4 on tiny inputs."""
+    torch.manual_seed(0)
+
+    class Mixers(nn.Module):
+        def forward(self, q, k, v, g, kr, vr):
+            ops = spikeops.ops
+            ops.chunk_linear_attn(q, k, v)
+            ops.chunk_simple_gla(q, k, v, g)
+            ops.sliding_window_attn(q, k, v, 2)
+            return ops.rwkv4_wkv(torch.zeros(4), torch.zeros(4), kr, vr)
+
+    q, k = torch.randn(1, 4, 2, 3), torch.randn(1, 4, 2, 3)        # B 1, T 4, H 2, K 3
+    v = torch.randn(1, 4, 2, 3)                                    # V 3
+    g = -torch.rand(1, 4, 2)
+    kr, vr = torch.randn(1, 3, 4), torch.randn(1, 3, 4)            # B 1, T 3, C 4
+    rep = estimate(Mixers(), (q, k, v, g, kr, vr))
+    la = _row(rep, "Mixers.chunk_linear_attn")
+    assert (la.kind, la.input_kind) == ("chunk_linear_attn", "real")
+    assert la.dense_ops == la.macs == 1 * 4 * 2 * 2 * 3 * 3      # 2 K V per token and head
+    assert la.acs == 0
+    assert la.read_bits == 3 * 24 * 32 and la.write_bits == 24 * 32
+    gla = _row(rep, "Mixers.chunk_simple_gla")
+    assert gla.dense_ops == 1 * 4 * 2 * 3 * 3 * 3                # gated: 3 K V
+    swa = _row(rep, "Mixers.sliding_window_attn")
+    assert swa.dense_ops == 2 * (1 + 2 + 2 + 2) * (3 + 3)        # H x keys seen x (D + Dv)
+    rw = _row(rep, "Mixers.rwkv4_wkv")
+    assert rw.dense_ops == 5 * 3 * 4                              # 5 per (token, channel)
+    assert rw.read_bits == 2 * 12 * 32                            # k and v
+
+    qs = (torch.rand(1, 4, 2, 3) < 0.5).float()
+    ks = (torch.rand(1, 4, 2, 3) < 0.5).float()
+    vs = (torch.rand(1, 4, 2, 3) < 0.5).float()
+
+    class Spiking(nn.Module):
+        def forward(self, q, k, v):
+            return spikeops.ops.fused_recurrent_linear_attn(q, k, v)
+
+    r = estimate(Spiking(), (qs, ks, vs)).layers[0]
+    rate = float(qs.sum() + ks.sum() + vs.sum()) / 72
+    assert r.input_kind == "binary" and r.macs == 0
+    _approx(r.acs, rate * 144)                                    # dense 2 K V x 8 x mean |x|
+
+
 def test_sparse_conv_exact_pairs():
     """Two active sites, neighbours along x, in a 1x3x3x3 grid; SubMConv3d 2 -> 3, 3x3x3:
     each site reaches itself and the other: 4 pairs. Site A features [1, 0], B [1, 1]."""

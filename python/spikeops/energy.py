@@ -34,6 +34,13 @@ attention products of ``ops.ssa`` / ``ops.ssa_lif`` / ``ops.sdsa``), summed over
   (input site, output site, offset) entries of its kernel map; SSA ``2 N D Dv`` per
   (T, B, head) for ``kv_first`` (``N N D + N N Dv`` for ``qk_first``); SDSA ``N D`` (the sum
   over tokens of ``k * v``; the gating of q by spikes is a mask, not counted).
+  Token mixers (each call of the op): linear attention ``2 K V`` per token and q head (the
+  recurrent form's state update ``k^T v`` and read-out ``q S``; the chunk form gives the same
+  result), gated forms (GLA, simple GLA with g or g_gamma) ``3 K V`` (plus the decay of the
+  state); sliding-window attention ``(D + Dv)`` per (query, key in its window) (the softmax's
+  exponentials are not counted); RWKV-4 WKV 5 per (token, channel) (the products and the
+  division of the stable recurrence; exponentials not counted). Their inputs are q, k, v
+  (k, v for RWKV); spikes among them give ACs scaled by the mean ``|x|`` over all of them.
 - the input kind: ``binary`` (values 0/1), ``integer`` (whole numbers, e.g. I-LIF counts
   0..D) or ``real``. Binary and integer inputs are spikes: ``ACs = s * dense_ops`` with ``s``
   the mean of ``|x|`` (spikes per input element; equal to the firing rate for binary input;
@@ -433,10 +440,13 @@ def _neuron_hook(counter: _Counter, name: str):
 
 
 class _AttentionPatch:
-    """Wraps ops.ssa / ops.ssa_lif / ops.sdsa while estimating, attributing each call to the
-    innermost running module (tracked by forward pre-hooks)."""
+    """Wraps the attention and token-mixer ops (``ops.ssa`` / ``ssa_lif`` / ``sdsa``, the
+    linear-attention / GLA scans, ``rwkv4_wkv``, ``sliding_window_attn``) while estimating,
+    attributing each call to the innermost running module (tracked by forward pre-hooks)."""
 
-    NAMES = ("ssa", "ssa_lif", "sdsa")
+    SCANS = ("chunk_linear_attn", "fused_recurrent_linear_attn", "chunk_simple_gla",
+             "fused_recurrent_simple_gla", "chunk_gla", "fused_recurrent_gla")
+    NAMES = ("ssa", "ssa_lif", "sdsa", "rwkv4_wkv", "sliding_window_attn") + SCANS
 
     def __init__(self, counter: _Counter, stack: list):
         self.counter, self.stack = counter, stack
@@ -464,6 +474,8 @@ class _AttentionPatch:
         return wrapper
 
     def _count(self, name, op, q, k, v, args, kwargs, out):
+        if op in self.SCANS or op in ("rwkv4_wkv", "sliding_window_attn"):
+            return self._count_mixer(name, op, q, k, v, args, kwargs, out)
         N, D, Dv = q.shape[-2], q.shape[-1], v.shape[-1]
         groups = q.numel() // (N * D)
         sq, sk, sv = _input_stats(q), _input_stats(k), _input_stats(v)
@@ -491,6 +503,44 @@ class _AttentionPatch:
                 extra_r = extra_w = 32 * out.numel()
         self.counter.add_compute(name, op, stats, float(dense), float(acs), 0, 0, out,
                                  extra_r, extra_w)
+
+
+    def _count_mixer(self, name, op, a, b, c, args, kwargs, out):
+        if op == "rwkv4_wkv":           # (time_decay, time_first, k, v): k, v [B, T, C]
+            k, v = c, kwargs.get("v", args[0] if args else None)
+            x = [k, v]
+            dense = _RWKV_OPS * k.numel()
+        elif op == "sliding_window_attn":   # q, k [B, T, H, D], v [B, T, H, Dv]
+            q, k, v = a, b, c
+            window = int(kwargs.get("window", args[0] if args else 1))
+            B, T, H, D = q.shape
+            keys = sum(min(t + 1, window) for t in range(T))  # keys each query sees
+            dense = B * H * keys * (D + v.shape[-1])
+            x = [q, k, v]
+        else:                           # q, k [B, T, Hq|Hkv, K], v [B, T, Hkv, V]
+            q, k, v = a, b, c
+            g = kwargs.get("g", args[0] if args else None)
+            g_gamma = kwargs.get("g_gamma", args[1] if len(args) > 1 else None)
+            gated = op in ("chunk_gla", "fused_recurrent_gla") or (
+                op.endswith("simple_gla") and (g is not None or g_gamma is not None))
+            B, T, Hq, K = q.shape
+            per_token = (3 if gated else 2) * K * v.shape[-1]
+            dense = B * T * Hq * per_token
+            x = [q, k, v]
+        stats = [_input_stats(t) for t in x]
+        kind = stats[0].kind
+        for st in stats[1:]:
+            kind = _merge_kind(kind, st.kind)
+        merged = _InputStats(kind, max(st.bits for st in stats), sum(st.nonzero for st in stats),
+                             sum(st.elements for st in stats), sum(st.abs_sum for st in stats))
+        acs = merged.mean_abs * dense
+        o = out[0] if isinstance(out, (tuple, list)) else out
+        self.counter.add_compute(name, op, merged, float(dense), float(acs), 0, 0, o)
+
+
+# RWKV-4 WKV per (b, t, c): e^{u+k} v, the decay of the numerator and the denominator, e^k v,
+# and the division: 5 multiply-accumulates (the exponentials are not counted).
+_RWKV_OPS = 5
 
 
 def _push(stack, name):
