@@ -353,6 +353,15 @@ def _merge_kind(old, new):
     return order[max(order.index(old), order.index(new))]
 
 
+def _merge_stats(stats: list) -> "_InputStats":
+    """The operands of one op as one input: the widest kind and bit width, summed counts."""
+    kind = stats[0].kind
+    for st in stats[1:]:
+        kind = _merge_kind(kind, st.kind)
+    return _InputStats(kind, max(st.bits for st in stats), sum(st.nonzero for st in stats),
+                       sum(st.elements for st in stats), sum(st.abs_sum for st in stats))
+
+
 def _first_tensor(args, name):
     if not args or not isinstance(args[0], torch.Tensor):
         raise TypeError(f"{name}: expected a tensor input, got "
@@ -479,14 +488,7 @@ class _AttentionPatch:
         N, D, Dv = q.shape[-2], q.shape[-1], v.shape[-1]
         groups = q.numel() // (N * D)
         sq, sk, sv = _input_stats(q), _input_stats(k), _input_stats(v)
-        if sq.kind != sk.kind or sq.kind != sv.kind:
-            kind = _merge_kind(_merge_kind(sq.kind, sk.kind), sv.kind)
-            stats = _InputStats(kind, max(sq.bits, sk.bits, sv.bits), 0, 0, 0)
-        else:
-            stats = _InputStats(sq.kind, sq.bits, 0, 0, 0)
-        stats.nonzero = sq.nonzero + sk.nonzero + sv.nonzero
-        stats.elements = sq.elements + sk.elements + sv.elements
-        stats.abs_sum = sq.abs_sum + sk.abs_sum + sv.abs_sum
+        stats = _merge_stats([sq, sk, sv])
         extra_r = extra_w = 0.0
         if op == "sdsa":
             dense = groups * N * D
@@ -527,12 +529,7 @@ class _AttentionPatch:
             per_token = (3 if gated else 2) * K * v.shape[-1]
             dense = B * T * Hq * per_token
             x = [q, k, v]
-        stats = [_input_stats(t) for t in x]
-        kind = stats[0].kind
-        for st in stats[1:]:
-            kind = _merge_kind(kind, st.kind)
-        merged = _InputStats(kind, max(st.bits for st in stats), sum(st.nonzero for st in stats),
-                             sum(st.elements for st in stats), sum(st.abs_sum for st in stats))
+        merged = _merge_stats([_input_stats(t) for t in x])
         acs = merged.mean_abs * dense
         o = out[0] if isinstance(out, (tuple, list)) else out
         self.counter.add_compute(name, op, merged, float(dense), float(acs), 0, 0, o)
