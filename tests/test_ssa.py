@@ -21,6 +21,7 @@ SHAPES = [
     (3, 2, 4, 100, 31),  # [T, B, H, N, D]
     (2, 3, 2, 196, 64),  # Spikformer-like
     (1, 300, 130),       # D > 128: several q words, several output chunks
+    (1, 520, 130),       # N * D > 65535: the fp32 row sums instead of uint16
 ]
 
 
@@ -92,6 +93,13 @@ def test_extremes(cpu_isa):
     assert torch.equal(ssa(o, o, o), torch.full(shape, 129 * 40 * 0.125))
     negz = -torch.zeros(shape)  # -0.0 == 0 is a valid spike
     assert torch.equal(ssa(o, negz, o), torch.zeros(shape))
+
+
+@native
+@pytest.mark.parametrize("n", [1023, 1025])  # N * D = 65472 (largest uint16 sums), 65600
+def test_all_ones_at_the_integer_row_sum_limit(cpu_isa, n):
+    o = torch.ones(2, n, 64)
+    assert torch.equal(ssa(o, o, o, 1.0), torch.full(o.shape, float(n * 64)))
 
 
 @native
@@ -171,9 +179,12 @@ def test_compile_fullgraph():
 @native
 @pytest.mark.parametrize("name", ["q", "k", "v"])
 @pytest.mark.parametrize("bad", [0.5, 2.0, -1.0, float("nan")])
-def test_non_binary_names_argument(cpu_isa, name, bad):
-    xs = dict(zip("qkv", qkv((2, 70, 20))))
-    xs[name].view(-1)[-1] = bad  # the very last entry: tails are checked too
+# D = 20: the generic packer with a tail; D = 130: the 64-column fp32 words, then a tail
+@pytest.mark.parametrize("shape", [(2, 70, 20), (2, 70, 130)])
+@pytest.mark.parametrize("where", [0, 77, -1])  # first entry, inside a word, last (tail)
+def test_non_binary_names_argument(cpu_isa, name, bad, shape, where):
+    xs = dict(zip("qkv", qkv(shape)))
+    xs[name].view(-1)[where] = bad
     with pytest.raises(ValueError, match=f"^{name}: expected binary spikes"):
         ssa(xs["q"], xs["k"], xs["v"])
 

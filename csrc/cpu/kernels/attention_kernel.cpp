@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "common/attention_params.h"
@@ -61,7 +62,34 @@ SPIKEOPS_INLINE void lane_masks(VecF a, uint32_t& ones, uint32_t& zeros) {
 template <DType DT>
 SPIKEOPS_INLINE void row_bits(const void* base, int64_t off, int64_t cols, uint64_t* words,
                               uint32_t& bad) {
-  for (int64_t c0 = 0; c0 < cols; c0 += 64) {
+  int64_t c0 = 0;
+#if defined(SPIKEOPS_ISA_avx512)
+  // fp32, whole 64-column words: the ones come from one compare per 16 lanes, merged in
+  // mask registers; lanes that are not 1 must be +-0, so their bits without the sign are
+  // OR-ed into a vector tested once per row (a third of the instructions of the generic
+  // loop, which moves two masks per vector through general registers).
+  if (DT == DType::kFloat32 && cols >= 64) {
+    const float* x = static_cast<const float*>(base) + off;
+    const __m512 one = _mm512_set1_ps(1.f);
+    const __m512i magnitude = _mm512_set1_epi32(0x7fffffff);
+    __m512i stray = _mm512_setzero_si512();
+    for (; c0 + 64 <= cols; c0 += 64) {
+      __mmask16 m[4];
+      for (int j = 0; j < 4; ++j) {
+        const __m512 a = _mm512_loadu_ps(x + c0 + 16 * j);
+        m[j] = _mm512_cmp_ps_mask(a, one, _CMP_NEQ_UQ);  // NaN counts as "not one"
+        // stray |= a & 0x7fffffff where a != 1 (imm 0xF8: A | (B & C))
+        stray = _mm512_mask_ternarylogic_epi32(stray, m[j], _mm512_castps_si512(a),
+                                               magnitude, 0xF8);
+      }
+      const __mmask64 not_ones = _mm512_kunpackd(
+          __mmask64(_mm512_kunpackw(m[3], m[2])), __mmask64(_mm512_kunpackw(m[1], m[0])));
+      words[c0 / 64] = ~_cvtmask64_u64(not_ones);
+    }
+    bad |= uint32_t(_mm512_test_epi32_mask(stray, stray));
+  }
+#endif
+  for (; c0 < cols; c0 += 64) {
     const int64_t c1 = std::min(cols, c0 + 64);
     uint64_t bits = 0;
     int64_t c = c0;
@@ -164,8 +192,10 @@ constexpr int64_t kPairs = 8;
 // e, v's nibbles stay in 8 registers while every k row d streams past (its words split
 // into nibbles once), so each (d, e-block, word) costs 2 and + 2 vpshufb + 2 adds; the
 // group's counts (<= 4 * 64) are added to KV (exact: integers in fp32).
+// T is float, or uint16_t for the integer row sums (the caller checks that they fit).
+template <typename T>
 void kv_table(const uint64_t* kbits, int64_t D, const uint64_t* vb, int64_t wn, int64_t dvw,
-              float* kv, int64_t dvp, std::vector<uint64_t>& knib) {
+              T* kv, int64_t dvp, std::vector<uint64_t>& knib) {
   const __m512i lut = _mm512_broadcast_i32x4(
       _mm_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4));
   const __m512i low = _mm512_set1_epi8(0x0f);
@@ -196,9 +226,16 @@ void kv_table(const uint64_t* kbits, int64_t D, const uint64_t* vb, int64_t wn, 
           bytes = _mm512_add_epi8(bytes, _mm512_shuffle_epi8(
               lut, _mm512_and_si512(_mm512_set1_epi64(int64_t(kn[4 + j])), vhi[j])));
         }
-        float* out = kv + d * dvp + e;
-        const __m256 c = _mm512_cvtepi64_ps(_mm512_sad_epu8(bytes, zero));
-        _mm256_storeu_ps(out, w0 == 0 ? c : _mm256_add_ps(_mm256_loadu_ps(out), c));
+        T* out = kv + d * dvp + e;
+        const __m512i counts = _mm512_sad_epu8(bytes, zero);
+        if constexpr (std::is_same_v<T, float>) {
+          const __m256 c = _mm512_cvtepi64_ps(counts);
+          _mm256_storeu_ps(out, w0 == 0 ? c : _mm256_add_ps(_mm256_loadu_ps(out), c));
+        } else {
+          const __m128i c = _mm512_cvtepi64_epi16(counts);
+          auto* o = reinterpret_cast<__m128i*>(out);
+          _mm_storeu_si128(o, w0 == 0 ? c : _mm_add_epi16(_mm_loadu_si128(o), c));
+        }
       }
     }
   }
@@ -247,6 +284,7 @@ void kv_row(const uint64_t* kb, const uint64_t* vb, int64_t wn, int64_t dvw, flo
 struct Scratch {
   std::vector<uint64_t> kbits, vbits, rows, qrow, knib;
   std::vector<float> kv;
+  std::vector<uint16_t> kv16;
 };
 
 }  // namespace
@@ -284,7 +322,17 @@ int head_rows(const SSAParams& p, int64_t g, int64_t n0, int64_t n1, float* rows
 
   // KV[d, e] = |k[., d] AND v[., e]| (exact counts, stored as fp32).
 #if defined(SPIKEOPS_ISA_avx512)
-  kv_table(s.kbits.data(), D, s.vbits.data(), wn, dvw, s.kv.data(), dvp, s.knib);
+  // A row sum is at most N * (ones of q[n]) <= N * D: when that fits 16 bits, KV is kept
+  // as uint16 and a row costs 2 integer adds per set bit (1-cycle latency) instead of 4
+  // fp32 adds (the latency chain through the accumulators bounded the fp32 loop).
+  const bool u16 = N * D <= 65535;
+  if (u16) {
+    s.kv16.assign(size_t(std::max<int64_t>(1, D * dvp)), 0);
+    kv_table(s.kbits.data(), D, s.vbits.data(), wn, dvw, s.kv16.data(), dvp, s.knib);
+  } else {
+    kv_table(s.kbits.data(), D, s.vbits.data(), wn, dvw, s.kv.data(), dvp, s.knib);
+  }
+  const uint16_t* kv16 = s.kv16.data();
 #else
   for (int64_t d = 0; d < D; ++d)
     kv_row(s.kbits.data() + d * wn, s.vbits.data(), wn, dvw, s.kv.data() + d * dvp);
@@ -292,6 +340,8 @@ int head_rows(const SSAParams& p, int64_t g, int64_t n0, int64_t n1, float* rows
 
   uint32_t q_bad = 0;
   const VecF scale(p.scale);
+  uint64_t* qrow = s.qrow.data();  // locals: keep thread_local lookups out of the row loop
+  const float* kv = s.kv.data();
   // Tasks take consecutive heads, so while this head's rows are summed (compute-bound),
   // the next head's inputs are prefetched into L2, a row of each per token row here
   // (the inputs stream from memory once; without this ~30% of the time was load stalls).
@@ -307,14 +357,36 @@ int head_rows(const SSAParams& p, int64_t g, int64_t n0, int64_t n1, float* rows
       }
       for (int64_t b = 0; b < Dv * es; b += 64) __builtin_prefetch(vn + n * Dv * es + b, 0, 2);
     }
-    row_bits<DT>(qh, n * D, D, s.qrow.data(), q_bad);
+    row_bits<DT>(qh, n * D, D, qrow, q_bad);
     for (int64_t c = 0; c < Dv; c += kChunk) {
       VecF acc[kAccVecs];
-      for (int j = 0; j < kAccVecs; ++j) acc[j] = VecF(0.f);
-      for (int64_t w = 0; w < wd; ++w) {
-        for (uint64_t bits = s.qrow[size_t(w)]; bits != 0; bits &= bits - 1) {
-          const float* r = s.kv.data() + (w * 64 + __builtin_ctzll(bits)) * dvp + c;
-          for (int j = 0; j < kAccVecs; ++j) acc[j] = acc[j] + loadu(r + j * kWidth);
+#if defined(SPIKEOPS_ISA_avx512)
+      static_assert(kChunk == 64, "the uint16 row sum fills 4 x 16 fp32 lanes");
+      if (u16) {
+        __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+        for (int64_t w = 0; w < wd; ++w) {
+          const uint16_t* rows16 = kv16 + w * 64 * dvp + c;
+          for (uint64_t bits = qrow[w]; bits != 0; bits &= bits - 1) {
+            const uint16_t* r = rows16 + int64_t(__builtin_ctzll(bits)) * dvp;
+            lo = _mm512_add_epi16(lo, _mm512_loadu_si512(r));
+            hi = _mm512_add_epi16(hi, _mm512_loadu_si512(r + 32));
+          }
+        }
+        const __m512i halves[2] = {lo, hi};
+        for (int j = 0; j < kAccVecs; ++j) {
+          const __m256i h = j % 2 == 0 ? _mm512_castsi512_si256(halves[j / 2])
+                                       : _mm512_extracti64x4_epi64(halves[j / 2], 1);
+          acc[j] = VecF(_mm512_cvtepi32_ps(_mm512_cvtepu16_epi32(h)));
+        }
+      } else
+#endif
+      {
+        for (int j = 0; j < kAccVecs; ++j) acc[j] = VecF(0.f);
+        for (int64_t w = 0; w < wd; ++w) {
+          for (uint64_t bits = qrow[w]; bits != 0; bits &= bits - 1) {
+            const float* r = kv + (w * 64 + __builtin_ctzll(bits)) * dvp + c;
+            for (int j = 0; j < kAccVecs; ++j) acc[j] = acc[j] + loadu(r + j * kWidth);
+          }
         }
       }
       for (int j = 0; j < kAccVecs; ++j) {
