@@ -109,6 +109,33 @@ def test_noncontiguous(cpu_isa):
     assert torch.equal(ssa(qt, kt, vt).double(), exact(qt, kt, vt))
 
 
+_NIBBLE_TABLE_CHECK = """
+import torch
+from spikeops.ops import ssa
+from spikeops.ref.attention import ssa_ref
+torch.manual_seed(0)
+for shape in [(65, 33), (2, 3, 2, 196, 64), (1, 300, 130), (1, 520, 130)]:
+    q, k, v = ((torch.rand(shape) < 0.3).float() for _ in range(3))
+    want = ssa_ref(q.double(), k.double(), v.double(), 0.125, "kv_first").float()
+    assert torch.equal(ssa(q, k, v, 0.125), want), shape
+print("ok")
+"""
+
+
+@native
+def test_kv_table_without_vpopcnt():
+    # With AVX512_VPOPCNTDQ the AVX-512 kernel counts KV with VPOPCNTQ; this runs its other
+    # path (the nibble table, for AVX-512 CPUs without the instruction) in a fresh process.
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, SPIKEOPS_SSA_NO_VPOPCNT="1")
+    done = subprocess.run([sys.executable, "-c", _NIBBLE_TABLE_CHECK], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
 @native
 def test_empty():
     for shape in [(0, 5, 8), (2, 0, 8)]:
