@@ -3,8 +3,6 @@
 // (csrc/cpu/kernels/attention_kernel.cpp). Each task writes only its own output rows, so
 // the result does not depend on the thread count.
 #include <ATen/Parallel.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -18,41 +16,16 @@
 namespace spikeops {
 namespace {
 
-// fp32 -> the output dtype -> fp32: the value an unfused ssa would have stored.
-float round_to(DType dt, float x) {
-  if (dt == DType::kBFloat16) return float(c10::BFloat16(x));
-  if (dt == DType::kFloat16) return float(c10::Half(x));
-  return x;
-}
-
-// Fused attention LIF over T for rows [n0, n1) of head bh (spikeops.ref.neurons.lif with
-// decay_input and a hard reset; each fp32 op rounded as the reference's).
+// Fused attention LIF over T for rows [n0, n1) of head position bh: the kernel charges the
+// membrane potentials with each step's rows and writes the spikes.
 int lif_rows(const cpu::SSAKernels& kern, const SSAParams& p, int64_t bh, int64_t n0,
              int64_t n1) {
-  thread_local std::vector<float> x, v;
-  const int64_t heads = p.G / p.T, count = (n1 - n0) * p.Dv;
-  x.resize(size_t(count));
-  v.assign(size_t(count), p.v_reset);
-  const int64_t es = p.dtype == DType::kFloat32 ? 4 : 2;
+  thread_local std::vector<float> v;
+  const int64_t heads = p.G / p.T;
+  v.assign(size_t((n1 - n0) * p.Dv), p.v_reset);
   for (int64_t t = 0; t < p.T; ++t) {
-    const int64_t g = t * heads + bh;
-    const int st = kern.head_rows(p, g, n0, n1, x.data());
+    const int st = kern.head_rows(p, t * heads + bh, n0, n1, v.data());
     if (st != kSsaOk) return st;
-    auto* out = static_cast<unsigned char*>(p.out) + (g * p.N + n0) * p.Dv * es;
-    for (int64_t i = 0; i < count; ++i) {
-      const float y = round_to(p.dtype, x[size_t(i)]);
-      const float vi = v[size_t(i)];
-      const float h = p.v_reset != 0.f ? vi + (y - (vi - p.v_reset)) / p.tau
-                                       : vi + (y - vi) / p.tau;
-      const float s = h - p.v_threshold >= 0.f ? 1.f : 0.f;
-      v[size_t(i)] = (1.f - s) * h + s * p.v_reset;
-      if (p.dtype == DType::kFloat32)
-        reinterpret_cast<float*>(out)[i] = s;
-      else if (p.dtype == DType::kBFloat16)
-        reinterpret_cast<c10::BFloat16*>(out)[i] = c10::BFloat16(s);
-      else
-        reinterpret_cast<c10::Half*>(out)[i] = c10::Half(s);
-    }
   }
   return kSsaOk;
 }

@@ -55,9 +55,9 @@ const NMKernels& nm_kernels();  // of the active ISA
 // splits the work.
 struct SSAKernels {
   // Output rows [n0, n1) of head g (packs the head's k and v, builds KV, sums q's rows)
-  // into p.out, or as scaled fp32 into rows[(n - n0) * Dv + e] when rows is not null;
-  // returns an SSAStatus (which input, if any, holds a value that is not 0 or 1).
-  int (*head_rows)(const SSAParams&, int64_t g, int64_t n0, int64_t n1, float* rows);
+  // into p.out; with lif_v (p.lif) it charges the fp32 membrane potentials
+  // lif_v[(n - n0) * Dv + e] with them and writes the attention LIF's spikes; returns an SSAStatus (which input, if any, holds a value that is not 0 or 1).
+  int (*head_rows)(const SSAParams&, int64_t g, int64_t n0, int64_t n1, float* lif_v);
 };
 const SSAKernels& ssa_kernels();  // of the active ISA
 

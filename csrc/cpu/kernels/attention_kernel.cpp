@@ -348,10 +348,25 @@ struct Scratch {
 
 namespace {
 
-// Writes rows [n0, n1) of head g to p.out in the dtype, or, when `rows` is given, as fp32
-// (scaled, not yet rounded to the dtype) to rows[(n - n0) * Dv + e] for the fused LIF.
+// x -> the dtype -> fp32: the value an unfused ssa would have stored.
 template <DType DT>
-int head_rows(const SSAParams& p, int64_t g, int64_t n0, int64_t n1, float* rows) {
+SPIKEOPS_INLINE VecF round_to_dtype(VecF x) {
+  if constexpr (DT == DType::kFloat32) {
+    return x;
+  } else {
+    alignas(64) uint16_t buf[kWidth];
+    store(buf, 0, DT, x);
+    return load(buf, 0, DT);
+  }
+}
+
+// Writes rows [n0, n1) of head g to p.out in the dtype. With `lif_v` (the fused attention
+// LIF, p.lif): the rows, rounded to the dtype, charge the membrane potentials
+// lif_v[(n - n0) * Dv + e] (fp32, carried over the T heads of one position by the caller)
+// and the spikes are written instead, with the ops of spikeops.ref.neurons.lif
+// (decay_input, hard reset) in the same order, so they match the unfused pipeline.
+template <DType DT>
+int head_rows(const SSAParams& p, int64_t g, int64_t n0, int64_t n1, float* lif_v) {
   thread_local Scratch s;
   const int64_t N = p.N, D = p.D, Dv = p.Dv;
   const int64_t wn = (N + 63) / 64, wd = (D + 63) / 64;
@@ -398,15 +413,18 @@ int head_rows(const SSAParams& p, int64_t g, int64_t n0, int64_t n1, float* rows
 
   uint32_t q_bad = 0;
   const VecF scale(p.scale);
+  const VecF tau(p.tau), v_threshold(p.v_threshold), v_reset(p.v_reset);
   uint64_t* qrow = s.qrow.data();  // locals: keep thread_local lookups out of the row loop
   const float* kv = s.kv.data();
   // Tasks take consecutive heads, so while this head's rows are summed (compute-bound),
   // the next head's inputs are prefetched into L2, a row of each per token row here
   // (the inputs stream from memory once; without this ~30% of the time was load stalls).
-  const bool prefetch = n0 == 0 && n1 == N && g + 1 < p.G;
-  const auto* kn = kh + N * D * es;
-  const auto* vn = vh + N * Dv * es;
-  const auto* qn = qh + N * D * es;
+  // With the fused LIF the next head of this task is the next time step's.
+  const int64_t step = p.lif ? p.G / p.T : 1;
+  const bool prefetch = n0 == 0 && n1 == N && g + step < p.G;
+  const auto* kn = kh + step * N * D * es;
+  const auto* vn = vh + step * N * Dv * es;
+  const auto* qn = qh + step * N * D * es;
   for (int64_t n = n0; n < n1; ++n) {
     if (prefetch) {
       for (int64_t b = 0; b < D * es; b += 64) {
@@ -451,7 +469,7 @@ int head_rows(const SSAParams& p, int64_t g, int64_t n0, int64_t n1, float* rows
       // The common case, a whole fp32 chunk into the output: straight from the registers
       // (fp32 output is a third of the bytes this op moves, so aligned rows bypass the
       // cache: no read-for-ownership of lines the op overwrites whole).
-      if (DT == DType::kFloat32 && !rows && c + kChunk <= Dv) {
+      if (DT == DType::kFloat32 && !lif_v && c + kChunk <= Dv) {
         float* dst = reinterpret_cast<float*>(oh) + n * Dv + c;
         if ((reinterpret_cast<uintptr_t>(dst) & 63) == 0) {
           for (int j = 0; j < kAccVecs; ++j) _mm512_stream_ps(dst + j * kWidth, (acc[j] * scale).v);
@@ -465,8 +483,15 @@ int head_rows(const SSAParams& p, int64_t g, int64_t n0, int64_t n1, float* rows
         const int64_t col = c + j * kWidth;
         if (col >= Dv) break;
         const int lanes = int(std::min<int64_t>(kWidth, Dv - col));
-        if (rows) {
-          store_any(rows, (n - n0) * Dv + col, DType::kFloat32, acc[j] * scale, lanes);
+        if (lif_v) {
+          float* vp = lif_v + (n - n0) * Dv + col;
+          const VecF x = round_to_dtype<DT>(acc[j] * scale);
+          const VecF v0 = load_f32(vp, lanes);
+          const VecF h = p.v_reset != 0.f ? v0 + (x - (v0 - v_reset)) / tau
+                                          : v0 + (x - v0) / tau;
+          const VecF spike = select(ge(h - v_threshold, VecF(0.f)), VecF(1.f), VecF(0.f));
+          store_f32(vp, (VecF(1.f) - spike) * h + spike * v_reset, lanes);
+          store_any(oh, n * Dv + col, DT, spike, lanes);
           continue;
         }
 #if defined(SPIKEOPS_ISA_avx512)
@@ -490,11 +515,11 @@ int head_rows(const SSAParams& p, int64_t g, int64_t n0, int64_t n1, float* rows
 
 }  // namespace
 
-int ssa_head_rows(const SSAParams& p, int64_t g, int64_t n0, int64_t n1, float* rows) {
+int ssa_head_rows(const SSAParams& p, int64_t g, int64_t n0, int64_t n1, float* lif_v) {
   switch (p.dtype) {
-    case DType::kFloat32: return head_rows<DType::kFloat32>(p, g, n0, n1, rows);
-    case DType::kBFloat16: return head_rows<DType::kBFloat16>(p, g, n0, n1, rows);
-    default: return head_rows<DType::kFloat16>(p, g, n0, n1, rows);
+    case DType::kFloat32: return head_rows<DType::kFloat32>(p, g, n0, n1, lif_v);
+    case DType::kBFloat16: return head_rows<DType::kBFloat16>(p, g, n0, n1, lif_v);
+    default: return head_rows<DType::kFloat16>(p, g, n0, n1, lif_v);
   }
 }
 
