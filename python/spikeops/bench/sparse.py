@@ -11,8 +11,10 @@ only (inference, no autograd).
 Variants: spikeops (``ops.sparse_conv``, spike path chosen automatically); the reference:
 the gather -> mm -> index_add per kernel offset of ``spikeops.ref.sparse_conv.sparse_conv``
 on the same precomputed pairs (PyTorch autograd for the backward); the reference compiled.
-Peer: on the CPU spconv (not installed here: its CPU path needs a matching cumm build); on
-CUDA the dense ``torch.nn.functional.conv3d`` (cuDNN, channels-last) over the whole
+Peer: on the CPU spconv 2.3.8's ``SubMConv3d`` when it is importable (not a dependency:
+``pip install --no-deps spconv==2.3.8 "cumm>=0.7.11,<0.8" pccm ccimport fire lark
+portalocker``), timed with one thread because its multithreaded CPU path gives wrong,
+varying results; on CUDA the dense ``torch.nn.functional.conv3d`` (cuDNN, channels-last) over the whole
 ``G^3`` grid with the voxels scattered into it (what a dense network would run; spconv is
 not installable here). The ``*_gpu`` entries run the CUDA kernels, which refuse CUDA
 tensors until validated: run them with ``SPIKEOPS_UNVALIDATED_CUDA=1``.
@@ -136,18 +138,82 @@ def _build(shape: Shape, dtype: torch.dtype, device: torch.device,
     if device.type == "cuda":
         _dense_peer(prep, idx, x0, w0, b0, grad, grid, bool(bwd))
     else:
-        try:
-            import spconv  # noqa: F401
-            prep.unavailable["peer"] = "spconv is importable but its entry is not written"
-        except Exception:
-            prep.unavailable["peer"] = ("spconv not installed (its CPU build needs a matching "
-                                        "cumm wheel; not available on this machine)")
+        _spconv_peer(prep, idx, x0, w0, b0, grad, grid, bool(bwd), ours)
     del w3
     nz = float((x0 != 0).float().mean())
     prep.notes["spikeops"] = (f"{idx.shape[0]} voxels, {int((nbmap >= 0).sum())} pairs "
                               f"({float((nbmap >= 0).sum()) / idx.shape[0]:.1f}/voxel), "
                               f"{100 * nz:.0f}% non-zero features")
     return prep
+
+
+def _spconv_peer(prep: Prepared, idx, x0, w0, b0, grad, grid: int, bwd: bool,
+                 ours) -> None:
+    """spconv's CPU ``SubMConv3d`` (its only CPU algorithm, ``ConvAlgo.Native``) on the
+    same sites and weights, indice pairs built once outside the timing (as ``indice_key``
+    would). Timed with one thread: with more, spconv 2.3.8's CPU scatter races and its
+    results change from call to call (spconv issue #679); the note says how far its
+    output is from ours at 1 and at 2 threads."""
+    try:
+        import spconv.pytorch as spconv
+        from spconv import __version__ as spconv_version
+        from spconv.core import ConvAlgo
+    except Exception as exc:  # not a dependency: pip install --no-deps spconv cumm pccm ...
+        prep.unavailable["peer"] = f"spconv not importable ({type(exc).__name__}: {exc})"
+        return
+    if not torch.cuda.is_available():
+        # spconv 2.3.8's backward asks torch for the current CUDA stream even for CPU
+        # tensors (an error without CUDA); its CPU kernels ignore the stream.
+        import spconv.pytorch.ops as spconv_ops
+        spconv_ops.get_current_stream = lambda: 0
+    cin, cout = x0.shape[1], w0.shape[0]
+    conv = spconv.SubMConv3d(cin, cout, 3, padding=1, bias=True, indice_key="bench",
+                             algo=ConvAlgo.Native).to(x0.dtype)
+    with torch.no_grad():
+        conv.weight.copy_(w0)
+        conv.bias.copy_(b0)
+    base = spconv.SparseConvTensor(x0, idx, [grid] * 3, 1)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with torch.no_grad():
+            first = conv(base)  # builds the indice pairs
+        base.indice_dict = first.indice_dict
+        xr = x0.detach().clone().requires_grad_()
+        with_grad = spconv.SparseConvTensor(xr, idx, [grid] * 3, 1)
+        with_grad.indice_dict = first.indice_dict
+        with torch.no_grad():
+            want = ours() if not bwd else None
+            if want is None:
+                from spikeops.ops import sparse as sc
+                _, _, nbmap = sc.conv_map(idx, (grid,) * 3, 1, 3, 1, 0, 1, True)
+                want = sc.sparse_conv(x0, nbmap, w0, b0)
+            err1 = float((conv(base).features - want).abs().max())
+            torch.set_num_threads(max(2, threads))
+            err2 = max(float((conv(base).features - want).abs().max()) for _ in range(3))
+    finally:
+        torch.set_num_threads(threads)
+
+    def peer():
+        torch.set_num_threads(1)
+        try:
+            if not bwd:
+                with torch.no_grad():
+                    return conv(base).features
+            y = conv(with_grad).features
+            return torch.autograd.grad(y, (xr, conv.weight, conv.bias), grad)
+        finally:
+            torch.set_num_threads(threads)
+
+    prep.fns["peer"] = peer
+    grads = ""
+    if bwd:  # the gradients of both, once, at one thread for spconv
+        gs = [float((a - b).abs().max()) for a, b in zip(peer(), ours())]
+        grads = ", gradients (x, w, b) " + " ".join(f"{e:.1e}" for e in gs)
+    prep.notes["peer"] = (f"spconv {spconv_version} CPU SubMConv3d (Native), 1 thread; max "
+                          f"|diff| vs spikeops: forward {err1:.1e}{grads}; forward at "
+                          f"{max(2, threads)} threads {err2:.1e} (its multithreaded CPU "
+                          f"path races)")
 
 
 def _dense_peer(prep: Prepared, idx, x0, w0, b0, grad, grid: int, bwd: bool) -> None:
