@@ -190,6 +190,19 @@ bool pack_columns(const void* base, int64_t N, int64_t C, int64_t wn, uint64_t* 
 // exact counts.
 #if defined(SPIKEOPS_ISA_avx512)
 constexpr int64_t kPairs = 8;
+// KV entries out[0..8) (= or +=, by `first`) the eight 64-bit counts, as T.
+template <typename T>
+SPIKEOPS_INLINE void add_counts(T* out, __m512i counts, bool first) {
+  if constexpr (std::is_same_v<T, float>) {
+    const __m256 c = _mm512_cvtepi64_ps(counts);
+    _mm256_storeu_ps(out, first ? c : _mm256_add_ps(_mm256_loadu_ps(out), c));
+  } else {
+    const __m128i c = _mm512_cvtepi64_epi16(counts);
+    auto* o = reinterpret_cast<__m128i*>(out);
+    _mm_storeu_si128(o, first ? c : _mm_add_epi16(_mm_loadu_si128(o), c));
+  }
+}
+
 // The whole table at once: for each group of up to 4 words and each block of 8 columns
 // e, v's nibbles stay in 8 registers while every k row d streams past (its words split
 // into nibbles once), so each (d, e-block, word) costs 2 and + 2 vpshufb + 2 adds; the
@@ -228,16 +241,7 @@ void kv_table(const uint64_t* kbits, int64_t D, const uint64_t* vb, int64_t wn, 
           bytes = _mm512_add_epi8(bytes, _mm512_shuffle_epi8(
               lut, _mm512_and_si512(_mm512_set1_epi64(int64_t(kn[4 + j])), vhi[j])));
         }
-        T* out = kv + d * dvp + e;
-        const __m512i counts = _mm512_sad_epu8(bytes, zero);
-        if constexpr (std::is_same_v<T, float>) {
-          const __m256 c = _mm512_cvtepi64_ps(counts);
-          _mm256_storeu_ps(out, w0 == 0 ? c : _mm256_add_ps(_mm256_loadu_ps(out), c));
-        } else {
-          const __m128i c = _mm512_cvtepi64_epi16(counts);
-          auto* o = reinterpret_cast<__m128i*>(out);
-          _mm_storeu_si128(o, w0 == 0 ? c : _mm_add_epi16(_mm_loadu_si128(o), c));
-        }
+        add_counts(kv + d * dvp + e, _mm512_sad_epu8(bytes, zero), w0 == 0);
       }
     }
   }
@@ -265,15 +269,7 @@ __attribute__((target("avx512vpopcntdq"))) void kv_table_vpopcnt(
           counts = _mm512_add_epi64(counts, _mm512_popcnt_epi64(_mm512_and_si512(
                                                 _mm512_set1_epi64(int64_t(kd[j])), vw[j])));
         }
-        T* out = kv + d * dvp + e;
-        if constexpr (std::is_same_v<T, float>) {
-          const __m256 c = _mm512_cvtepi64_ps(counts);
-          _mm256_storeu_ps(out, w0 == 0 ? c : _mm256_add_ps(_mm256_loadu_ps(out), c));
-        } else {
-          const __m128i c = _mm512_cvtepi64_epi16(counts);
-          auto* o = reinterpret_cast<__m128i*>(out);
-          _mm_storeu_si128(o, w0 == 0 ? c : _mm_add_epi16(_mm_loadu_si128(o), c));
-        }
+        add_counts(kv + d * dvp + e, counts, w0 == 0);
       }
     }
   }
