@@ -15,8 +15,9 @@ Peer: on the CPU spconv 2.3.8's ``SubMConv3d`` when it is importable (not a depe
 ``pip install --no-deps spconv==2.3.8 "cumm>=0.7.11,<0.8" pccm ccimport fire lark
 portalocker``), timed with one thread because its multithreaded CPU path gives wrong,
 varying results; on CUDA the dense ``torch.nn.functional.conv3d`` (cuDNN, channels-last) over the whole
-``G^3`` grid with the voxels scattered into it (what a dense network would run; spconv is
-not installable here). The ``*_gpu`` entries run the CUDA kernels, which refuse CUDA
+``G^3`` grid with the voxels scattered into it (what a dense network would run; the lent GPU
+machines are offline and spconv 2.3.8's CUDA wheels, ~70 MB each before cumm, exceed the
+64 MiB that can be carried to them). The ``*_gpu`` entries run the CUDA kernels, which refuse CUDA
 tensors until validated: run them with ``SPIKEOPS_UNVALIDATED_CUDA=1``.
 ``subm3d_k3_map_gpu`` times the kernel-map build itself (hash table on the device; the
 reference's sort + searchsorted map on the same device; no peer).
