@@ -29,10 +29,14 @@
 // offset) made the dense weight gradient ~2x faster than per-offset sweeps.
 //
 // Measured single-threaded (CPU time, AMD EPYC VM, AVX-512; SubMConv3d k=3 64->64 on 98k
-// clustered voxels, 887k pairs): forward 55 ms, weight gradient 44 ms (was 89 ms with
-// per-offset sweeps); 10 %-firing spikes: forward 23 ms (CSR build ~6 ms of it), weight
+// clustered voxels, 887k pairs): forward 46-47 ms (55 before the branch-free pair listing
+// and the exact-size last group; this CPU peaks at ~240 GFLOP/s per core in zmm FMAs, the
+// inner loop runs near it, MKL's sgemm reaches ~100), weight gradient 44 ms (was 89 ms
+// with per-offset sweeps); 10 %-firing spikes: forward 23 ms (CSR build ~6 ms of it), weight
 // gradient 29 ms. Tried and not kept (no gain): blocks of rows with w[k] in L1 and two rows
-// interleaved, CSR rows padded to 4 terms per trip.
+// interleaved, CSR rows padded to 4 terms per trip, prefetching the next group's gathered
+// rows, bucketing the spike weight gradient's terms by channel (1.5x slower: the counting
+// sort cost more than the read-modify-writes it saved).
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -59,41 +63,57 @@ constexpr int kMaxNV = 4;
 constexpr int64_t kBlock = 48;     // output rows per accumulator block
 constexpr int64_t kWBlock = 256;   // output rows per weight-gradient block
 
-// acc rows (fp32, NV vectors from column col) += sum_c x_r[c] * w[c * ldw + col ...].
-template <int NV>
+// acc rows (fp32, NV vectors from column col) += sum_c x_r[c] * w[c * ldw + col ...], for
+// R <= kRows rows.
+template <int NV, int R>
 SPIKEOPS_INLINE void tile(const float* const* xr, const float* w, int64_t cin, int64_t ldw,
                           float* const* acc_rows) {
-  VecF acc[kRows][NV];
-  for (int r = 0; r < kRows; ++r)
+  VecF acc[R][NV];
+  for (int r = 0; r < R; ++r)
     for (int v = 0; v < NV; ++v) acc[r][v] = loadu(acc_rows[r] + v * kWidth);
   for (int64_t c = 0; c < cin; ++c) {
     VecF wv[NV];
     for (int v = 0; v < NV; ++v) wv[v] = loadu(w + c * ldw + v * kWidth);
-    for (int r = 0; r < kRows; ++r) {
+    for (int r = 0; r < R; ++r) {
       const VecF b(xr[r][c]);
       for (int v = 0; v < NV; ++v) acc[r][v] = vfma(b, wv[v], acc[r][v]);
     }
   }
-  for (int r = 0; r < kRows; ++r)
+  for (int r = 0; r < R; ++r)
     for (int v = 0; v < NV; ++v) storeu(acc_rows[r] + v * kWidth, acc[r][v]);
 }
 
 // Runs tile<> over all column chunks of CoutPad (a multiple of kWidth).
+template <int R>
 SPIKEOPS_INLINE void tile_cols(const float* const* xr, const float* wk, int64_t cin,
                                int64_t ldw, float* const* rows) {
   const int64_t nvec = ldw / kWidth;
-  float* shifted[kRows];
+  float* shifted[R];
   for (int64_t v0 = 0; v0 < nvec; v0 += kMaxNV) {
     const int64_t col = v0 * kWidth;
-    for (int r = 0; r < kRows; ++r) shifted[r] = rows[r] + col;
+    for (int r = 0; r < R; ++r) shifted[r] = rows[r] + col;
     switch (std::min<int64_t>(kMaxNV, nvec - v0)) {
-      case 1: tile<1>(xr, wk + col, cin, ldw, shifted); break;
+      case 1: tile<1, R>(xr, wk + col, cin, ldw, shifted); break;
 #if !defined(SPIKEOPS_ISA_avx2)
-      case 3: tile<3>(xr, wk + col, cin, ldw, shifted); break;
-      case 4: tile<4>(xr, wk + col, cin, ldw, shifted); break;
+      case 3: tile<3, R>(xr, wk + col, cin, ldw, shifted); break;
+      case 4: tile<4, R>(xr, wk + col, cin, ldw, shifted); break;
 #endif
-      default: tile<2>(xr, wk + col, cin, ldw, shifted); break;
+      default: tile<2, R>(xr, wk + col, cin, ldw, shifted); break;
     }
+  }
+}
+
+// A last group of n < kRows rows: a tile of exactly n rows (no padded rows computed).
+SPIKEOPS_INLINE void tile_cols_rest(int n, const float* const* xr, const float* wk,
+                                    int64_t cin, int64_t ldw, float* const* rows) {
+  static_assert(kRows <= 6, "one case per remainder");
+  switch (n) {
+    case 1: tile_cols<1>(xr, wk, cin, ldw, rows); break;
+    case 2: tile_cols<2>(xr, wk, cin, ldw, rows); break;
+    case 3: tile_cols<3>(xr, wk, cin, ldw, rows); break;
+    case 4: tile_cols<(kRows > 4 ? 4 : 1)>(xr, wk, cin, ldw, rows); break;
+    case 5: tile_cols<(kRows > 5 ? 5 : 1)>(xr, wk, cin, ldw, rows); break;
+    default: break;
   }
 }
 
@@ -109,35 +129,27 @@ SPIKEOPS_INLINE void write_row(const SparseConvParams& p, int64_t m, const float
 
 void conv_rows(const SparseConvParams& p, int64_t m0, int64_t m1) {
   const int64_t ldw = p.CoutPad;
-  thread_local std::vector<float> buf, zero;
-  buf.resize(size_t((kBlock + kRows) * ldw));
-  zero.assign(size_t(std::max<int64_t>(p.Cin, 1)), 0.f);
-  float* scratch = buf.data() + kBlock * ldw;  // dummy rows of a partial group
+  thread_local std::vector<float> buf;
+  buf.resize(size_t(kBlock * ldw));
   for (int64_t b0 = m0; b0 < m1; b0 += kBlock) {
     const int64_t nb = std::min(kBlock, m1 - b0);
     std::fill(buf.begin(), buf.begin() + nb * ldw, 0.f);
     for (int64_t k = 0; k < p.K; ++k) {
       const float* wk = p.w + k * p.Cin * ldw;
-      const float* xr[kRows];
-      float* rows[kRows];
+      // The block's pairs of offset k, listed without branches (whether a row has a
+      // neighbour at k is unpredictable), in groups of kRows and one smaller last group.
+      const float* xr[kBlock];
+      float* rows[kBlock];
       int n = 0;
       for (int64_t r = 0; r < nb; ++r) {
         const int32_t i = p.nbmap[(b0 + r) * p.K + k];
-        if (i < 0) continue;
-        xr[n] = p.x + int64_t(i) * p.Cin;
+        xr[n] = p.x + int64_t(std::max(i, 0)) * p.Cin;  // overwritten unless i >= 0
         rows[n] = buf.data() + r * ldw;
-        if (++n == kRows) {
-          tile_cols(xr, wk, p.Cin, ldw, rows);
-          n = 0;
-        }
+        n += i >= 0;
       }
-      if (n > 0) {
-        for (int j = n; j < kRows; ++j) {
-          xr[j] = zero.data();
-          rows[j] = scratch + j * ldw;
-        }
-        tile_cols(xr, wk, p.Cin, ldw, rows);
-      }
+      int j = 0;
+      for (; j + kRows <= n; j += kRows) tile_cols<kRows>(xr + j, wk, p.Cin, ldw, rows + j);
+      if (j < n) tile_cols_rest(n - j, xr + j, wk, p.Cin, ldw, rows + j);
     }
     for (int64_t r = 0; r < nb; ++r) write_row(p, b0 + r, buf.data() + r * ldw);
   }
