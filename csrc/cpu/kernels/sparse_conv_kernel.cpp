@@ -216,28 +216,43 @@ void conv_rows_skip(const SparseConvParams& p, int64_t m0, int64_t m1) {
   else conv_rows_skip_t<false>(p, m0, m1);
 }
 
-// dw tile rows c .. c + nc (nc <= kRows) += sum over pairs x[in, c] * g[out, col ...]; rows
-// past nc are computed in registers but never loaded or stored.
-template <int NV>
+// dw tile rows c .. c + R (R <= kRows) += sum over pairs x[in, c] * g[out, col ...].
+template <int NV, int R>
 SPIKEOPS_INLINE void wgrad_tile(const SparseConvParams& p, const int32_t* pin,
-                                const int32_t* pout, int64_t np, int64_t c, int nc,
-                                int64_t col, float* buf, int64_t ldb) {
-  VecF acc[kRows][NV];
-  for (int r = 0; r < kRows; ++r)
-    for (int v = 0; v < NV; ++v)
-      acc[r][v] = r < nc ? loadu(buf + r * ldb + col + v * kWidth) : VecF(0.f);
+                                const int32_t* pout, int64_t np, int64_t c, int64_t col,
+                                float* buf, int64_t ldb) {
+  VecF acc[R][NV];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = loadu(buf + r * ldb + col + v * kWidth);
   for (int64_t q = 0; q < np; ++q) {
     const float* xr = p.x + int64_t(pin[q]) * p.Cin + c;
     const float* gr = p.g + int64_t(pout[q]) * p.CoutPad + col;
     VecF gv[NV];
     for (int v = 0; v < NV; ++v) gv[v] = loadu(gr + v * kWidth);
-    for (int r = 0; r < kRows; ++r) {
-      const VecF b(r < nc ? xr[r] : 0.f);
+    for (int r = 0; r < R; ++r) {
+      const VecF b(xr[r]);
       for (int v = 0; v < NV; ++v) acc[r][v] = vfma(b, gv[v], acc[r][v]);
     }
   }
-  for (int r = 0; r < nc; ++r)
+  for (int r = 0; r < R; ++r)
     for (int v = 0; v < NV; ++v) storeu(buf + r * ldb + col + v * kWidth, acc[r][v]);
+}
+
+// wgrad_tile over the column chunks, for nc <= kRows channels from c (a template per
+// count: no per-row tests in the pair loop).
+template <int NV>
+SPIKEOPS_INLINE void wgrad_tile_rows(const SparseConvParams& p, const int32_t* pin,
+                                     const int32_t* pout, int64_t np, int64_t c, int nc,
+                                     int64_t col, float* buf, int64_t ldb) {
+  static_assert(kRows <= 6, "one case per row count");
+  switch (nc) {
+    case 1: wgrad_tile<NV, 1>(p, pin, pout, np, c, col, buf, ldb); break;
+    case 2: wgrad_tile<NV, 2>(p, pin, pout, np, c, col, buf, ldb); break;
+    case 3: wgrad_tile<NV, 3>(p, pin, pout, np, c, col, buf, ldb); break;
+    case 4: wgrad_tile<NV, (kRows >= 4 ? 4 : 1)>(p, pin, pout, np, c, col, buf, ldb); break;
+    case 5: wgrad_tile<NV, (kRows >= 5 ? 5 : 1)>(p, pin, pout, np, c, col, buf, ldb); break;
+    default: wgrad_tile<NV, kRows>(p, pin, pout, np, c, col, buf, ldb); break;
+  }
 }
 
 // The pairs (input row, output row) of offset k among output rows [b0, b1), by output row.
@@ -283,12 +298,12 @@ void wgrad_rows(const SparseConvParams& p, int64_t m0, int64_t m1, float* part, 
       for (int64_t v0 = 0; v0 < nvec; v0 += kMaxNV) {
         const int64_t col = v0 * kWidth;
         switch (std::min<int64_t>(kMaxNV, nvec - v0)) {
-          case 1: wgrad_tile<1>(p, pin, pout, np, c, nc, col, tb, ldb); break;
+          case 1: wgrad_tile_rows<1>(p, pin, pout, np, c, nc, col, tb, ldb); break;
 #if !defined(SPIKEOPS_ISA_avx2)
-          case 3: wgrad_tile<3>(p, pin, pout, np, c, nc, col, tb, ldb); break;
-          case 4: wgrad_tile<4>(p, pin, pout, np, c, nc, col, tb, ldb); break;
+          case 3: wgrad_tile_rows<3>(p, pin, pout, np, c, nc, col, tb, ldb); break;
+          case 4: wgrad_tile_rows<4>(p, pin, pout, np, c, nc, col, tb, ldb); break;
 #endif
-          default: wgrad_tile<2>(p, pin, pout, np, c, nc, col, tb, ldb); break;
+          default: wgrad_tile_rows<2>(p, pin, pout, np, c, nc, col, tb, ldb); break;
         }
       }
     }
