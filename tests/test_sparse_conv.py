@@ -253,7 +253,8 @@ def test_results_independent_of_threads():
 
 @native
 @pytest.mark.parametrize("levels", [1, 4])
-@pytest.mark.parametrize("cin,cout", [(16, 16), (37, 70), (64, 64)])
+# cin 100: two 64-channel mask words, the second partial
+@pytest.mark.parametrize("cin,cout", [(16, 16), (37, 70), (64, 64), (100, 24)])
 def test_spike_path_identical_to_dense_path(cpu_isa, levels, cin, cout):
     idx = random_indices((12, 12, 12), 2, 0.3)
     # binary spikes (levels 1) or integer counts 0..4 (the integer neuron), ~10-30% firing
@@ -276,6 +277,20 @@ def test_spike_path_identical_to_dense_path(cpu_isa, levels, cin, cout):
     exact, _, _ = ref.sparse_conv(x.double(), idx, (12, 12, 12), 2, w.double(), b.double(),
                                   subm=True)
     assert_close_to_exact(skip, exact, torch.float32, "spikes")
+
+
+@native
+def test_spike_path_nan_and_negative_values_like_dense(cpu_isa):
+    # Not spikes, but the skipping path must still treat NaN and -1 as non-zero values.
+    idx = random_indices((10, 10, 10), 1, 0.4)
+    x = (torch.rand(idx.shape[0], 70) < 0.2).float()
+    x[3, 5], x[7, 66], x[9, 0] = float("nan"), -1.0, 2.5
+    w = torch.randn(8, 3, 3, 3, 70)
+    _, _, nb = sc.conv_map(idx, (10, 10, 10), 1, 3, 1, 0, 1, True)
+    dense = sc.sparse_conv(x, nb, w, spikes=False)
+    assert torch.equal(dense.isnan(), sc.sparse_conv(x, nb, w, spikes=True).isnan())
+    ok = ~dense.isnan()
+    assert torch.equal(dense[ok], sc.sparse_conv(x, nb, w, spikes=True)[ok])
 
 
 @native

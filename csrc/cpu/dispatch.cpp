@@ -35,9 +35,9 @@ namespace cpu {
   void sparse_conv_rows_skip(const SparseConvParams&, int64_t, int64_t);       \
   void sparse_conv_wgrad_rows(const SparseConvParams&, int64_t, int64_t, float*, int64_t); \
   void sparse_conv_wgrad_rows_skip(const SparseConvParams&, int64_t, int64_t, float*, int64_t); \
-  void sparse_csr_count(const float*, int64_t, int64_t, int64_t, int64_t*);    \
-  void sparse_csr_fill(const float*, int64_t, int64_t, int64_t, const int64_t*, int32_t*, \
-                       float*);                                                \
+  bool sparse_csr_count(const float*, int64_t, int64_t, int64_t, int64_t*, uint64_t*); \
+  void sparse_csr_fill(const float*, int64_t, int64_t, int64_t, const int64_t*,  \
+                       const uint64_t*, bool, int32_t*, float*);                 \
   }
 SPIKEOPS_DECLARE_ISA(scalar)
 SPIKEOPS_DECLARE_ISA(avx2)

@@ -106,9 +106,12 @@ struct SparseConvKernels {
                            int64_t part_row_stride);
   void (*weight_grad_rows_skip)(const SparseConvParams&, int64_t m0, int64_t m1, float* part,
                                 int64_t part_row_stride);
-  void (*csr_count)(const float* x, int64_t C, int64_t r0, int64_t r1, int64_t* counts);
+  // Per-row non-zero counts and lane masks (ceil(C / 64) words per row); true when every
+  // non-zero entry is 1.
+  bool (*csr_count)(const float* x, int64_t C, int64_t r0, int64_t r1, int64_t* counts,
+                    uint64_t* masks);
   void (*csr_fill)(const float* x, int64_t C, int64_t r0, int64_t r1, const int64_t* ptr,
-                   int32_t* idx, float* val);
+                   const uint64_t* masks, bool binary, int32_t* idx, float* val);
 };
 const SparseConvKernels& sparse_conv_kernels();  // of the active ISA
 

@@ -310,7 +310,15 @@ Csr spike_csr(const Tensor& x, int64_t spikes, int64_t ratio) {
   out.ptr = at::empty({n + 1}, x.options().dtype(at::kLong));
   int64_t* ptr = out.ptr.data_ptr<int64_t>();
   ptr[0] = 0;
-  at::parallel_for(0, n, 2048, [&](int64_t b, int64_t e) { kern.csr_count(xp, c, b, e, ptr + 1); });
+  // The count pass also keeps each row's non-zero lanes as bits and finds out whether the
+  // values are all 1, so the fill pass of binary spikes does not read x again.
+  const Tensor masks = cpu::pooled_empty({std::max<int64_t>(n * ((c + 63) / 64), 1)},
+                                         x.options().dtype(at::kLong));
+  auto* mp = reinterpret_cast<uint64_t*>(masks.data_ptr<int64_t>());
+  std::atomic<bool> binary{true};
+  at::parallel_for(0, n, 2048, [&](int64_t b, int64_t e) {
+    if (!kern.csr_count(xp, c, b, e, ptr + 1, mp)) binary.store(false);
+  });
   for (int64_t i = 0; i < n; ++i) ptr[i + 1] += ptr[i];
   if (spikes == -1 && ptr[n] * ratio > x.numel()) return out;
   // Pooled: fresh pages would cost more in first-touch faults than filling them.
@@ -318,14 +326,10 @@ Csr spike_csr(const Tensor& x, int64_t spikes, int64_t ratio) {
   out.val = cpu::pooled_empty({std::max<int64_t>(ptr[n], 1)}, x.options());
   int32_t* idx = out.idx.data_ptr<int32_t>();
   float* val = out.val.data_ptr<float>();
-  std::atomic<bool> binary{true};
-  at::parallel_for(0, n, 2048, [&](int64_t b, int64_t e) {
-    kern.csr_fill(xp, c, b, e, ptr, idx, val);
-    bool local = true;
-    for (int64_t q = ptr[b]; q < ptr[e]; ++q) local &= val[q] == 1.f;
-    if (!local) binary.store(false);
-  });
   out.binary = binary.load();
+  at::parallel_for(0, n, 2048, [&](int64_t b, int64_t e) {
+    kern.csr_fill(xp, c, b, e, ptr, mp, out.binary, idx, val);
+  });
   out.used = true;
   return out;
 }

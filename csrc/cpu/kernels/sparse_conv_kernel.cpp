@@ -350,59 +350,92 @@ void wgrad_rows_skip(const SparseConvParams& p, int64_t m0, int64_t m1, float* p
   });
 }
 
-// Number of non-zero entries (NaN counts) of each row of x [r0, r1) x C into counts.
-void csr_count(const float* x, int64_t C, int64_t r0, int64_t r1, int64_t* counts) {
+// Rows [r0, r1) of x [., C]: the number of non-zero entries (NaN counts) of each row into
+// counts, and its non-zero lanes as bits into masks[i * ceil(C / 64) + w] (bit j of word w:
+// channel 64 w + j), so that csr_fill need not compare again. Returns whether every
+// non-zero entry of the range is exactly 1 (binary spikes).
+bool csr_count(const float* x, int64_t C, int64_t r0, int64_t r1, int64_t* counts,
+               uint64_t* masks) {
+  const int64_t mw = (C + 63) / 64;
+  bool binary = true;
+#if defined(SPIKEOPS_ISA_avx512)
+  __mmask16 not_one = 0;
   for (int64_t i = r0; i < r1; ++i) {
     const float* row = x + i * C;
     int64_t n = 0;
-#if defined(SPIKEOPS_ISA_avx512)
-    int64_t j = 0;
-    for (; j + 16 <= C; j += 16)
-      n += __builtin_popcount(_mm512_cmp_ps_mask(_mm512_loadu_ps(row + j), _mm512_setzero_ps(),
-                                                 _CMP_NEQ_UQ));
-    if (j < C) {
-      const __mmask16 tail = __mmask16((1u << (C - j)) - 1u);
-      n += __builtin_popcount(_mm512_mask_cmp_ps_mask(
-          tail, _mm512_maskz_loadu_ps(tail, row + j), _mm512_setzero_ps(), _CMP_NEQ_UQ));
+    for (int64_t w = 0; w < mw; ++w) {
+      uint64_t bits = 0;
+      for (int64_t j = 0, c0 = w * 64; j < 4 && c0 + 16 * j < C; ++j) {
+        const int64_t c = c0 + 16 * j;
+        const __mmask16 lanes =
+            C - c >= 16 ? __mmask16(0xffff) : __mmask16((1u << (C - c)) - 1u);
+        const __m512 v = _mm512_maskz_loadu_ps(lanes, row + c);
+        const __mmask16 nz = _mm512_mask_cmp_ps_mask(lanes, v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+        not_one |= _mm512_mask_cmp_ps_mask(nz, v, _mm512_set1_ps(1.f), _CMP_NEQ_UQ);
+        bits |= uint64_t(nz) << (16 * j);
+      }
+      masks[i * mw + w] = bits;
+      n += __builtin_popcountll(bits);
     }
-#else
-    for (int64_t j = 0; j < C; ++j) n += !(row[j] == 0.f);
-#endif
     counts[i] = n;
   }
+  binary = not_one == 0;
+#else
+  for (int64_t i = r0; i < r1; ++i) {
+    const float* row = x + i * C;
+    int64_t n = 0;
+    for (int64_t w = 0; w < mw; ++w) {
+      uint64_t bits = 0;
+      for (int64_t c = w * 64; c < std::min(C, w * 64 + 64); ++c) {
+        const bool nz = !(row[c] == 0.f);
+        binary &= !nz || row[c] == 1.f;
+        bits |= uint64_t(nz) << (c - w * 64);
+      }
+      masks[i * mw + w] = bits;
+      n += __builtin_popcountll(bits);
+    }
+    counts[i] = n;
+  }
+#endif
+  return binary;
 }
 
-// Writes the non-zero entries of rows [r0, r1) (channels ascending) at idx/val[ptr[i] ...],
-// never outside [ptr[r0], ptr[r1]).
+// Writes the non-zero entries of rows [r0, r1) (channels ascending, from the masks of
+// csr_count) at idx/val[ptr[i] ...], never outside [ptr[r0], ptr[r1]). Binary rows are
+// written from the masks alone (values 1, x not read again).
 void csr_fill(const float* x, int64_t C, int64_t r0, int64_t r1, const int64_t* ptr,
-              int32_t* idx, float* val) {
+              const uint64_t* masks, bool binary, int32_t* idx, float* val) {
+  const int64_t mw = (C + 63) / 64;
   for (int64_t i = r0; i < r1; ++i) {
     const float* row = x + i * C;
     int64_t q = ptr[i];
 #if defined(SPIKEOPS_ISA_avx512)
     const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    for (int64_t j = 0; j < C; j += 16) {
-      const __mmask16 tail = C - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (C - j)) - 1u);
-      const __m512 v = _mm512_maskz_loadu_ps(tail, row + j);
-      const __mmask16 nz = _mm512_mask_cmp_ps_mask(tail, v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
-      const __m512i ch = _mm512_add_epi32(iota, _mm512_set1_epi32(int32_t(j)));
-      // Masked stores of exactly the popcount lanes: a whole-vector store would spill
-      // past the row's end into rows another thread is filling.
-      const int cnt = __builtin_popcount(nz);
-      const __mmask16 keep = __mmask16((1u << cnt) - 1u);
-      _mm512_mask_storeu_epi32(idx + q, keep, _mm512_maskz_compress_epi32(nz, ch));
-      _mm512_mask_storeu_ps(val + q, keep, _mm512_maskz_compress_ps(nz, v));
-      q += cnt;
-    }
-#else
-    for (int64_t j = 0; j < C; ++j) {  // writes only the row's own slots (threads fill
-      const float v = row[j];          // neighbouring rows concurrently)
-      if (!(v == 0.f)) {
-        idx[q] = int32_t(j);
-        val[q] = v;
-        ++q;
+    for (int64_t w = 0; w < mw; ++w) {
+      const uint64_t bits = masks[i * mw + w];
+      for (int64_t j = 0, c0 = w * 64; j < 4 && c0 + 16 * j < C; ++j) {
+        const int64_t c = c0 + 16 * j;
+        const __mmask16 nz = __mmask16(bits >> (16 * j));
+        // Masked stores of exactly the popcount lanes: a whole-vector store would spill
+        // past the row's end into rows another thread is filling.
+        const int cnt = __builtin_popcount(nz);
+        const __mmask16 keep = __mmask16((1u << cnt) - 1u);
+        const __m512i ch = _mm512_add_epi32(iota, _mm512_set1_epi32(int32_t(c)));
+        _mm512_mask_storeu_epi32(idx + q, keep, _mm512_maskz_compress_epi32(nz, ch));
+        const __m512 v = binary ? _mm512_set1_ps(1.f)
+                                : _mm512_maskz_compress_ps(nz, _mm512_maskz_loadu_ps(nz, row + c));
+        _mm512_mask_storeu_ps(val + q, keep, v);
+        q += cnt;
       }
     }
+#else
+    for (int64_t w = 0; w < mw; ++w)  // writes only the row's own slots (threads fill
+      for (uint64_t bits = masks[i * mw + w]; bits != 0; bits &= bits - 1) {  // rows
+        const int64_t c = w * 64 + __builtin_ctzll(bits);                    // nearby)
+        idx[q] = int32_t(c);
+        val[q] = binary ? 1.f : row[c];
+        ++q;
+      }
 #endif
   }
 }
@@ -421,12 +454,13 @@ void sparse_conv_wgrad_rows_skip(const SparseConvParams& p, int64_t m0, int64_t 
                                  float* part, int64_t ldp) {
   wgrad_rows_skip(p, m0, m1, part, ldp);
 }
-void sparse_csr_count(const float* x, int64_t C, int64_t r0, int64_t r1, int64_t* counts) {
-  csr_count(x, C, r0, r1, counts);
+bool sparse_csr_count(const float* x, int64_t C, int64_t r0, int64_t r1, int64_t* counts,
+                      uint64_t* masks) {
+  return csr_count(x, C, r0, r1, counts, masks);
 }
 void sparse_csr_fill(const float* x, int64_t C, int64_t r0, int64_t r1, const int64_t* ptr,
-                     int32_t* idx, float* val) {
-  csr_fill(x, C, r0, r1, ptr, idx, val);
+                     const uint64_t* masks, bool binary, int32_t* idx, float* val) {
+  csr_fill(x, C, r0, r1, ptr, masks, binary, idx, val);
 }
 
 }  // namespace SPIKEOPS_ISA
