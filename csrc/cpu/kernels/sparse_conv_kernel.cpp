@@ -32,7 +32,8 @@
 // clustered voxels, 887k pairs): forward 46-47 ms (55 before the branch-free pair listing
 // and the exact-size last group; this CPU peaks at ~240 GFLOP/s per core in zmm FMAs, the
 // inner loop runs near it, MKL's sgemm reaches ~100), weight gradient 44 ms (was 89 ms
-// with per-offset sweeps); 10 %-firing spikes: forward 23 ms (CSR build ~6 ms of it), weight
+// with per-offset sweeps); 10 %-firing spikes: forward 22.6 ms (CSR build ~4 ms of it,
+// mostly the count pass reading x from memory; binary rows are filled from its masks), weight
 // gradient 29 ms. Tried and not kept (no gain): blocks of rows with w[k] in L1 and two rows
 // interleaved, CSR rows padded to 4 terms per trip, prefetching the next group's gathered
 // rows, bucketing the spike weight gradient's terms by channel (1.5x slower: the counting
