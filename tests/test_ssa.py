@@ -209,8 +209,9 @@ def test_compile_fullgraph():
 # D = 20: the generic packer with a tail; D = 130: the 64-column fp32 words, then a tail
 @pytest.mark.parametrize("shape", [(2, 70, 20), (2, 70, 130)])
 @pytest.mark.parametrize("where", [0, 77, -1])  # first entry, inside a word, last (tail)
-def test_non_binary_names_argument(cpu_isa, name, bad, shape, where):
-    xs = dict(zip("qkv", qkv(shape)))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_non_binary_names_argument(cpu_isa, name, bad, shape, where, dtype):
+    xs = dict(zip("qkv", qkv(shape, dtype)))
     xs[name].view(-1)[where] = bad
     with pytest.raises(ValueError, match=f"^{name}: expected binary spikes"):
         ssa(xs["q"], xs["k"], xs["v"])

@@ -66,10 +66,10 @@ SPIKEOPS_INLINE void row_bits(const void* base, int64_t off, int64_t cols, uint6
                               uint32_t& bad) {
   int64_t c0 = 0;
 #if defined(SPIKEOPS_ISA_avx512)
-  // fp32, whole 64-column words: the ones come from one compare per 16 lanes, merged in
-  // mask registers; lanes that are not 1 must be +-0, so their bits without the sign are
-  // OR-ed into a vector tested once per row (a third of the instructions of the generic
-  // loop, which moves two masks per vector through general registers).
+  // Whole 64-column words: the ones come from one compare per 16 (fp32) or 32 lanes,
+  // merged in mask registers; lanes that are not 1 must be +-0, so their bits without the
+  // sign are OR-ed into a vector tested once per row (a third of the instructions of the
+  // generic loop, which moves two masks per vector through general registers).
   if (DT == DType::kFloat32 && cols >= 64) {
     const float* x = static_cast<const float*>(base) + off;
     const __m512 one = _mm512_set1_ps(1.f);
@@ -87,6 +87,24 @@ SPIKEOPS_INLINE void row_bits(const void* base, int64_t off, int64_t cols, uint6
       const __mmask64 not_ones = _mm512_kunpackd(
           __mmask64(_mm512_kunpackw(m[3], m[2])), __mmask64(_mm512_kunpackw(m[1], m[0])));
       words[c0 / 64] = ~_cvtmask64_u64(not_ones);
+    }
+    bad |= uint32_t(_mm512_test_epi32_mask(stray, stray));
+  } else if (DT != DType::kFloat32 && cols >= 64) {
+    // bf16 / fp16 the same way on the 16-bit patterns: 1 is exactly 0x3F80 / 0x3C00, and
+    // a lane that is not must be +-0 (NaN and -1 have other bits set besides the sign).
+    const auto* x = static_cast<const uint16_t*>(base) + off;
+    const __m512i one = _mm512_set1_epi16(DT == DType::kBFloat16 ? 0x3F80 : 0x3C00);
+    const __m512i magnitude = _mm512_set1_epi16(0x7fff);
+    __m512i stray = _mm512_setzero_si512();
+    for (; c0 + 64 <= cols; c0 += 64) {
+      __mmask32 m[2];
+      for (int j = 0; j < 2; ++j) {
+        const __m512i a = _mm512_loadu_si512(x + c0 + 32 * j);
+        m[j] = _mm512_cmpneq_epi16_mask(a, one);
+        stray = _mm512_or_si512(stray, _mm512_and_si512(_mm512_maskz_mov_epi16(m[j], a),
+                                                        magnitude));
+      }
+      words[c0 / 64] = ~_cvtmask64_u64(_mm512_kunpackd(__mmask64(m[1]), __mmask64(m[0])));
     }
     bad |= uint32_t(_mm512_test_epi32_mask(stray, stray));
   }
@@ -462,15 +480,20 @@ int head_rows(const SSAParams& p, int64_t g, int64_t n0, int64_t n1, float* lif_
         }
       }
 #if defined(SPIKEOPS_ISA_avx512)
-      // The common case, a whole fp32 chunk into the output: straight from the registers
+      // The common case, a whole chunk into the output: straight from the registers
       // (fp32 output is a third of the bytes this op moves, so aligned rows bypass the
       // cache: no read-for-ownership of lines the op overwrites whole).
-      if (DT == DType::kFloat32 && !lif_v && c + kChunk <= Dv) {
-        float* dst = reinterpret_cast<float*>(oh) + n * Dv + c;
-        if ((reinterpret_cast<uintptr_t>(dst) & 63) == 0) {
-          for (int j = 0; j < kAccVecs; ++j) _mm512_stream_ps(dst + j * kWidth, (acc[j] * scale).v);
+      if (!lif_v && c + kChunk <= Dv) {
+        if constexpr (DT == DType::kFloat32) {
+          float* dst = reinterpret_cast<float*>(oh) + n * Dv + c;
+          if ((reinterpret_cast<uintptr_t>(dst) & 63) == 0) {
+            for (int j = 0; j < kAccVecs; ++j)
+              _mm512_stream_ps(dst + j * kWidth, (acc[j] * scale).v);
+          } else {
+            for (int j = 0; j < kAccVecs; ++j) storeu(dst + j * kWidth, acc[j] * scale);
+          }
         } else {
-          for (int j = 0; j < kAccVecs; ++j) storeu(dst + j * kWidth, acc[j] * scale);
+          for (int j = 0; j < kAccVecs; ++j) store(oh, n * Dv + c + j * kWidth, DT, acc[j] * scale);
         }
         continue;
       }
