@@ -436,9 +436,10 @@ int head_rows(const SSAParams& p, int64_t g, int64_t n0, int64_t n1, float* lif_
   // With the fused LIF the next head of this task is the next time step's.
   const int64_t step = p.lif ? p.G / p.T : 1;
   const bool prefetch = n0 == 0 && n1 == N && g + step < p.G;
-  const auto* kn = kh + step * N * D * es;
-  const auto* vn = vh + step * N * Dv * es;
-  const auto* qn = qh + step * N * D * es;
+  const int64_t ahead = prefetch ? step : 0;  // no pointer past the tensors' end
+  const auto* kn = kh + ahead * N * D * es;
+  const auto* vn = vh + ahead * N * Dv * es;
+  const auto* qn = qh + ahead * N * D * es;
   for (int64_t n = n0; n < n1; ++n) {
     if (prefetch) {
       for (int64_t b = 0; b < D * es; b += 64) {
