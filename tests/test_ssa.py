@@ -205,16 +205,37 @@ def test_compile_fullgraph():
 
 @native
 @pytest.mark.parametrize("name", ["q", "k", "v"])
-@pytest.mark.parametrize("bad", [0.5, 2.0, -1.0, float("nan")])
-# D = 20: the generic packer with a tail; D = 130: the 64-column fp32 words, then a tail
+@pytest.mark.parametrize("bad", [0.5, 2.0, -1.0, float("nan"), "subnormal"])
+# D = 20: the generic packer with a tail; D = 130: the 64-column words, then a tail
 @pytest.mark.parametrize("shape", [(2, 70, 20), (2, 70, 130)])
 @pytest.mark.parametrize("where", [0, 77, -1])  # first entry, inside a word, last (tail)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_non_binary_names_argument(cpu_isa, name, bad, shape, where, dtype):
+    if bad == "subnormal":  # not 0 either (its bits are tested, not a compare with 0)
+        bad = torch.finfo(dtype).tiny / 2
     xs = dict(zip("qkv", qkv(shape, dtype)))
     xs[name].view(-1)[where] = bad
+    assert xs[name].view(-1)[where].item() != 0
     with pytest.raises(ValueError, match=f"^{name}: expected binary spikes"):
         ssa(xs["q"], xs["k"], xs["v"])
+
+
+@native
+@pytest.mark.parametrize("col", [5, 70])  # inside a 64-column word, in the tail
+def test_subnormal_rejected_with_denormals_are_zero(cpu_isa, col):
+    q, k, v = qkv((1, 40, 100))
+    q[0, 3, col] = 1e-40
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the kernel runs on this thread, under its DAZ setting
+    if not torch.set_flush_denormal(True):
+        torch.set_num_threads(threads)
+        pytest.skip("this CPU cannot flush denormals")
+    try:
+        with pytest.raises(ValueError, match="^q: expected binary spikes"):
+            ssa(q, k, v)
+    finally:
+        torch.set_flush_denormal(False)
+        torch.set_num_threads(threads)
 
 
 @native

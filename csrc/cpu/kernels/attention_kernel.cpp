@@ -44,17 +44,22 @@ namespace {
 constexpr int kAccVecs = 4;                    // accumulators per output chunk
 constexpr int64_t kChunk = kAccVecs * kWidth;  // output columns per chunk
 
-// Lanes of `a` equal to 1 and equal to 0 (NaN is neither).
+// Lanes of `a` equal to 1 and equal to +-0 (NaN is neither). Zero is tested on the bits,
+// so subnormals are not zeros even with denormals-are-zero on (as in the 64-column packers).
 SPIKEOPS_INLINE void lane_masks(VecF a, uint32_t& ones, uint32_t& zeros) {
 #if defined(SPIKEOPS_ISA_avx512)
   ones = _mm512_cmp_ps_mask(a.v, _mm512_set1_ps(1.f), _CMP_EQ_OQ);
-  zeros = _mm512_cmp_ps_mask(a.v, _mm512_setzero_ps(), _CMP_EQ_OQ);
+  zeros = _mm512_testn_epi32_mask(_mm512_castps_si512(a.v), _mm512_set1_epi32(0x7fffffff));
 #elif defined(SPIKEOPS_ISA_avx2)
   ones = uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(a.v, _mm256_set1_ps(1.f), _CMP_EQ_OQ)));
-  zeros = uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(a.v, _mm256_setzero_ps(), _CMP_EQ_OQ)));
+  const __m256i mag = _mm256_and_si256(_mm256_castps_si256(a.v), _mm256_set1_epi32(0x7fffffff));
+  zeros = uint32_t(_mm256_movemask_ps(
+      _mm256_castsi256_ps(_mm256_cmpeq_epi32(mag, _mm256_setzero_si256()))));
 #else
+  uint32_t u;
+  std::memcpy(&u, &a.v, 4);
   ones = a.v == 1.f;
-  zeros = a.v == 0.f;
+  zeros = (u & 0x7fffffffu) == 0;
 #endif
 }
 
